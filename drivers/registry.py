@@ -1,0 +1,73 @@
+"""Open a device by URL: the scheme picks the driver, as pyserial's serial_for_url does.
+
+Drivers register themselves with `@register(kind, scheme)`; the modules listed in `_BUILTIN`
+are imported lazily so that opening a serial port does not import pynetdicom or OpenCV.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+_REGISTRY: dict[tuple[str, str], Callable] = {}
+
+# (kind, scheme) -> module that registers it
+_BUILTIN: dict[tuple[str, str], str] = {}
+
+
+class UnknownScheme(ValueError):
+    pass
+
+
+def register(kind: str, scheme: str):
+    def deco(factory: Callable) -> Callable:
+        _REGISTRY[(kind, scheme)] = factory
+        return factory
+
+    return deco
+
+
+def declare(kind: str, scheme: str, module: str) -> None:
+    _BUILTIN[(kind, scheme)] = module
+
+
+def scheme_of(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def schemes(kind: str) -> list[str]:
+    return sorted({s for (k, s) in list(_BUILTIN) + list(_REGISTRY) if k == kind})
+
+
+def _factory(kind: str, url: str) -> Callable:
+    sch = scheme_of(url)
+    key = (kind, sch)
+    if key not in _REGISTRY and key in _BUILTIN:
+        importlib.import_module(_BUILTIN[key])
+    if key not in _REGISTRY:
+        raise UnknownScheme(
+            f"no {kind} driver for URL scheme '{sch}://' (known: {', '.join(schemes(kind)) or 'none'})"
+        )
+    return _REGISTRY[key]
+
+
+def open_device(kind: str, url: str, **opts):
+    return _factory(kind, url)(url, **opts)
+
+
+def validate_url(kind: str, url: str) -> None:
+    """Raises UnknownScheme for a URL no driver of that kind accepts (used by config checks)."""
+    _factory(kind, url)
+
+
+def open_frame_source(url: str, **opts):
+    return open_device("xray", url, **opts)
+
+
+def open_iq_source(url: str, **opts):
+    return open_device("iq", url, **opts)
+
+
+def open_control_link(url: str, **opts):
+    return open_device("control", url, **opts)

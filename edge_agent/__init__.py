@@ -1,0 +1,1 @@
+"""The edge agent: config, supervision, pipelines, local store, officer console, CLI."""

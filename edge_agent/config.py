@@ -1,0 +1,187 @@
+"""The agent's config: one TOML file (zastava.toml), validated in full before anything starts.
+
+Refused at start, with exit code 2 and the key named: unknown keys, wrong types, device URLs
+no driver accepts, key/model files that do not exist, a storage directory that cannot be made.
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+
+from common.configfile import Strict, load_model
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
+def _resolve(v: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    v = Path(os.path.expanduser(str(v)))
+    return v if v.is_absolute() or base is None else (Path(base) / v)
+
+
+def _existing_file(v: Path, info: ValidationInfo) -> Path:
+    v = _resolve(v, info)
+    if not v.is_file():
+        raise ValueError(f"file not found: {v}")
+    if not os.access(v, os.R_OK):
+        raise ValueError(f"file not readable: {v}")
+    return v
+
+
+def _writable_dir(v: Path, info: ValidationInfo) -> Path:
+    v = _resolve(v, info)
+    probe = v
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"directory cannot be created or written: {v} (nearest existing: {probe})")
+    return v
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+WritableDir = Annotated[Path, AfterValidator(_writable_dir)]
+
+
+def _bind(v: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8080")
+    return v
+
+
+BindAddr = Annotated[str, AfterValidator(_bind)]
+
+
+def _device_url(kind: str):
+    def check(v: str) -> str:
+        from drivers.registry import UnknownScheme, validate_url
+
+        if "://" not in v:
+            raise ValueError(f"not a device URL (scheme://...): {v!r}")
+        try:
+            validate_url(kind, v)
+        except UnknownScheme as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    return AfterValidator(check)
+
+
+class StorageConfig(Strict):
+    dir: WritableDir
+    quota_mb: int = Field(2048, gt=0)
+    hard_limit_mb: int = Field(3072, gt=0)
+
+    @model_validator(mode="after")
+    def _limits(self):
+        if self.hard_limit_mb < self.quota_mb:
+            raise ValueError("hard_limit_mb must be >= quota_mb")
+        return self
+
+
+class ConsoleConfig(Strict):
+    bind: BindAddr = "127.0.0.1:8080"
+    users_file: Path | None = None  # argon2 hashes; made on first start with a printed password
+    secure_cookies: bool = True  # set false only for plain-http on loopback (the demo)
+    tip_rate: float = Field(0.0, ge=0.0, le=0.5)  # share of clear bags given a projected threat
+
+
+class CentralLinkConfig(Strict):
+    endpoints: list[str] = Field(min_length=1)
+    server_public_key: ExistingFile
+    secret_key: ExistingFile  # this checkpoint's CURVE secret key file (zastava keys)
+    heartbeat_s: float = Field(2.0, gt=0)
+    batch: int = Field(200, gt=0, le=5000)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _zmq(cls, v: list[str]) -> list[str]:
+        for e in v:
+            if not re.match(r"^(tcp|ipc)://\S+$", e):
+                raise ValueError(f"not a ZeroMQ endpoint: {e!r}")
+        return v
+
+
+class LaneConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    source: Annotated[str, _device_url("xray")]
+    control: Annotated[str, _device_url("control")] | None = None
+    stop_belt_on: Severity | None = None  # stop the belt on an alert at or above this severity
+    queue: int = Field(4, ge=1, le=64)
+
+
+class ScanHop(Strict):
+    center_hz: float = Field(gt=24e6, lt=1.8e9)
+    rate_hz: float = 2.4e6
+    dwell_s: float = Field(1.0, gt=0)
+
+
+class ReceiverConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    source: Annotated[str, _device_url("iq")]
+    center_hz: float | None = Field(None, gt=24e6, lt=1.8e9)
+    rate_hz: float = 2.4e6
+    gain_db: float | None = None  # None = tuner AGC
+    scan: list[ScanHop] = []
+    queue: int = Field(16, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _tuning(self):
+        if self.center_hz is None and not self.scan:
+            raise ValueError("give center_hz (fixed tuning) or scan (a list of hops)")
+        return self
+
+
+class XrayDetectorConfig(Strict):
+    model: Path | Literal["physics"] = "physics"
+    layout: Literal["zastava", "yolo", "e2e"] = "zastava"
+    class_names: list[str] | None = None  # for users' own models; ours carry theirs
+    thresholds: dict[str, float] = {}
+    default_threshold: float = Field(0.5, ge=0, le=1)
+    threads: int = Field(1, ge=1, le=16)
+
+    @field_validator("model", mode="after")
+    @classmethod
+    def _model(cls, v, info: ValidationInfo):
+        return v if v == "physics" else _existing_file(v, info)
+
+
+class RadioConfig(Strict):
+    frequency_plan: ExistingFile | None = None
+    watchlist: ExistingFile | None = None
+    classifier: ExistingFile | None = None
+
+
+class MetricsConfig(Strict):
+    bind: BindAddr | None = "127.0.0.1:9108"
+
+
+class AgentConfig(Strict):
+    checkpoint_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    storage: StorageConfig
+    console: ConsoleConfig = ConsoleConfig()
+    central: CentralLinkConfig | None = None
+    lanes: list[LaneConfig] = []
+    receivers: list[ReceiverConfig] = []
+    xray_detector: XrayDetectorConfig = XrayDetectorConfig()
+    radio: RadioConfig = RadioConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    fusion_window_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_ids(self):
+        ids = [x.id for x in self.lanes] + [x.id for x in self.receivers]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"lane/receiver ids must be unique: {sorted(dup)}")
+        return self
+
+
+def load(path: str | Path) -> AgentConfig:
+    return load_model(AgentConfig, path)
