@@ -12,8 +12,20 @@ from urllib.parse import urlsplit
 
 _REGISTRY: dict[tuple[str, str], Callable] = {}
 
-# (kind, scheme) -> module that registers it
-_BUILTIN: dict[tuple[str, str], str] = {}
+# (kind, scheme) -> module that registers it; imported on first use of the scheme.
+_BUILTIN: dict[tuple[str, str], str] = {
+    ("xray", "spool"): "drivers.spool",
+    ("xray", "dicos-scp"): "drivers.dicos_scp",
+    ("xray", "capture"): "drivers.capture",
+    ("iq", "rtltcp"): "drivers.rtltcp",
+    ("iq", "rtlsdr"): "drivers.rtlsdr_usb",
+    # the scanner's control link: our serial:// form plus every pyserial URL handler
+    ("control", "serial"): "drivers.scanner_link",
+    ("control", "socket"): "drivers.scanner_link",
+    ("control", "loop"): "drivers.scanner_link",
+    ("control", "rfc2217"): "drivers.scanner_link",
+    ("control", "spy"): "drivers.scanner_link",
+}
 
 
 class UnknownScheme(ValueError):
