@@ -69,8 +69,16 @@ def open_device(kind: str, url: str, **opts):
 
 
 def validate_url(kind: str, url: str) -> None:
-    """Raises UnknownScheme for a URL no driver of that kind accepts (used by config checks)."""
-    _factory(kind, url)
+    """Raises UnknownScheme for a URL no driver of that kind accepts (used by config checks).
+
+    Checks the scheme table only, without importing the driver, so that `check-config` stays fast
+    and does not need pynetdicom or OpenCV to say a URL is well-formed.
+    """
+    sch = scheme_of(url)
+    if (kind, sch) not in _REGISTRY and (kind, sch) not in _BUILTIN:
+        raise UnknownScheme(
+            f"no {kind} driver for URL scheme '{sch}://' (known: {', '.join(schemes(kind)) or 'none'})"
+        )
 
 
 def open_frame_source(url: str, **opts):

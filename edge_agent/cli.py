@@ -27,32 +27,41 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zastava",
         description="Zastava: edge software for border checkpoints (X-ray and radio monitoring).",
+        epilog="commands:\n" + "\n".join(f"  {n:<14}{h}" for n, (_, h) in SUBCOMMANDS.items())
+        + "\n\n'zastava COMMAND --help' explains each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format on stderr")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        mod = importlib.import_module(module)
-        p = sub.add_parser(
-            name,
-            help=help_text,
-            description=(mod.__doc__ or help_text).strip(),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        mod.add_arguments(p)
-        p.set_defaults(_module=module)
+    parser.add_argument("command", choices=list(SUBCOMMANDS), metavar="COMMAND", help="see below")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    """Only the chosen command's module is imported: one missing optional part never breaks another."""
+    module, help_text = SUBCOMMANDS[name]
+    mod = importlib.import_module(module)
+    p = argparse.ArgumentParser(
+        prog=f"zastava {name}",
+        description=(mod.__doc__ or help_text).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mod.add_arguments(p)
+    return p, mod
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logs.setup(args.log_format, args.log_level)
-    mod = importlib.import_module(args._module)
+    top = _top_parser().parse_args(argv)
+    parser, mod = command_parser(top.command)
+    args = parser.parse_args(top.args)
+    args.command = top.command
+    args.log_format = top.log_format
+    logs.setup(top.log_format, top.log_level)
     try:
         return int(mod.run(args) or 0)
     except ConfigError as e:
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception:
-        logging.getLogger("zastava").exception("fatal error in '%s'", args.command)
+        logging.getLogger("zastava").exception("fatal error in '%s'", top.command)
         return 1
 
 

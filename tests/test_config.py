@@ -1,0 +1,88 @@
+"""The agent's config is validated at start: bad files exit 2 with the key named."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from common.configfile import ConfigError
+from edge_agent.config import load
+from tests.conftest import REPO, run_zastava
+
+GOOD = """
+checkpoint_id = "CP-1"
+[storage]
+dir = "state"
+[[lanes]]
+id = "lane1"
+source = "spool:///tmp/zastava-spool"
+control = "socket://127.0.0.1:7001"
+[[receivers]]
+id = "rx1"
+source = "rtltcp://127.0.0.1:1234"
+center_hz = 433.92e6
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "zastava.toml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_good_config_loads_and_resolves_relative_paths(tmp_path):
+    cfg = load(write(tmp_path, GOOD))
+    assert cfg.checkpoint_id == "CP-1"
+    assert cfg.storage.dir == tmp_path / "state"
+    assert cfg.lanes[0].source.startswith("spool://")
+    assert cfg.receivers[0].center_hz == 433.92e6
+    assert cfg.console.bind.startswith("127.0.0.1:")  # localhost unless configured
+
+
+def test_example_config_in_repo_is_valid(tmp_path):
+    text = (REPO / "zastava.example.toml").read_text().replace('"/var/lib/zastava"', f'"{tmp_path}/state"')
+    cfg = load(write(tmp_path, text))
+    assert cfg.lanes and cfg.receivers
+
+
+@pytest.mark.parametrize(
+    "patch, key, problem",
+    [
+        (GOOD + "\nbogus = 1\n", "bogus", "unknown key"),
+        (GOOD.replace('id = "lane1"', 'id = "lane1"\nspeed = 3'), "lanes[0].speed", "unknown key"),
+        (GOOD.replace("center_hz = 433.92e6", 'center_hz = "fast"'), "receivers[0].center_hz", "number"),
+        (GOOD.replace('"rtltcp://127.0.0.1:1234"', '"gopher://x"'), "receivers[0].source", "no iq driver"),
+        (GOOD.replace('checkpoint_id = "CP-1"', ""), "checkpoint_id", "missing key"),
+        (GOOD + '\n[central]\nendpoints=["tcp://127.0.0.1:7100"]\nserver_public_key="nope.key"\nsecret_key="no.key_secret"\n',
+         "central.server_public_key", "file not found"),
+        (GOOD + '\n[xray_detector]\nmodel = "missing.onnx"\n', "xray_detector.model", "file not found"),
+        (GOOD.replace('dir = "state"', 'dir = "zastava.toml/sub"'), "storage.dir", "cannot be created"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, patch, key, problem):
+    p = write(tmp_path, patch)
+    with pytest.raises(ConfigError) as ei:
+        load(p)
+    text = "\n".join(ei.value.problems)
+    assert key in text and problem in text.lower(), text
+    # and the CLI refuses it with exit code 2, naming the key on stderr
+    r = run_zastava("check-config", str(p))
+    assert r.returncode == 2, r.stderr
+    assert key in r.stderr
+
+
+def test_check_config_accepts_good_file(tmp_path):
+    r = run_zastava("check-config", str(write(tmp_path, GOOD)))
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
+
+
+def test_unreadable_and_non_toml_files_exit_2(tmp_path):
+    r = run_zastava("check-config", str(tmp_path / "absent.toml"))
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("checkpoint_id = \n")
+    r = run_zastava("check-config", str(bad))
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
