@@ -62,6 +62,20 @@ class FileStore:
             name=path.name, path=rel, mime=mime, size=len(data), sha256=hashlib.sha256(data).hexdigest()
         )
 
+    def register(self, rel: str, role: str, mime: str, alert_uuid: str | None = None) -> Evidence:
+        """Record a file another library wrote in place (e.g. a SigMF pair written by `sigmf`)."""
+        path = self.abspath(rel)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        size = path.stat().st_size
+        self.store.db.execute(
+            "INSERT OR REPLACE INTO files (path, role, alert_uuid, size, created) VALUES (?, ?, ?, ?, ?)",
+            [rel, role, alert_uuid, size, time.time()],
+        )
+        return Evidence(name=path.name, path=rel, mime=mime, size=size, sha256=h.hexdigest())
+
     def used(self) -> int:
         return self.store.db.execute("SELECT coalesce(sum(size), 0) FROM files").fetchone()[0]
 

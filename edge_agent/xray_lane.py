@@ -1,0 +1,224 @@
+"""An X-ray lane: frames from any source, joined with the control link's bag events ->
+detector -> one alert per finding above its threshold, with an evidence JPEG, committed
+before it is shown or queued for sync; optionally a stop-belt command on a severe alert.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+
+from edge_agent.alerts import SEVERITY_PRIORITY, Alert
+from edge_agent.config import AgentConfig, LaneConfig
+from edge_agent.evidence import FileStore
+from edge_agent.fusion import Fusion
+from edge_agent.pipeline import DropQueue, Worker, pump
+from edge_agent.state import AgentState, BagView
+from edge_agent.store import Store
+
+log = logging.getLogger("zastava.lane")
+
+# What each class means for the officer; fusion may raise it one step.
+CLASS_SEVERITY = {"weapon": "critical", "narcotics": "high", "currency": "medium", "concealment": "medium"}
+COLOURS = {"weapon": (0, 0, 255), "narcotics": (0, 200, 255), "currency": (0, 255, 0), "concealment": (255, 0, 255)}
+
+
+def render_evidence(display_bgr: np.ndarray, findings: list, lane: str, bag_id: str, t: float) -> bytes:
+    """The JPEG an officer and command see: the pseudo-colour bag, boxes and labels, a caption."""
+    img = display_bgr.copy()
+    for f in findings:
+        x1, y1, x2, y2 = (int(v) for v in f.box)
+        c = COLOURS.get(f.cls, (255, 255, 255))
+        cv2.rectangle(img, (x1, y1), (x2, y2), c, 2)
+        label = f"{f.cls} {f.score:.2f}" + (" concealed" if f.concealed else "")
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        ty = max(th + 4, y1)
+        cv2.rectangle(img, (x1, ty - th - 4), (x1 + tw + 4, ty), c, -1)
+        cv2.putText(img, label, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    cv2.putText(img, f"{lane} bag {bag_id} {stamp}", (6, img.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+class BagEvents:
+    """Bag-in times by bag id from the control link, bounded, so frames can be tied to bags."""
+
+    def __init__(self, keep: int = 256):
+        self.keep = keep
+        self.bags: OrderedDict[str, dict] = OrderedDict()
+        self.lock = threading.Lock()
+        self.interlock_open = False
+        self.fault: str | None = None
+
+    def on_event(self, ev) -> None:
+        with self.lock:
+            if ev.kind in ("bag_in", "bag_out") and ev.bag_id:
+                rec = self.bags.setdefault(ev.bag_id, {})
+                rec[ev.kind] = ev.t
+                self.bags.move_to_end(ev.bag_id)
+                while len(self.bags) > self.keep:
+                    self.bags.popitem(last=False)
+            elif ev.kind == "interlock":
+                self.interlock_open = bool(ev.data.get("open"))
+            elif ev.kind == "fault":
+                self.fault = ev.data.get("text") or str(ev.data.get("code"))
+
+    def lookup(self, bag_id: str | None) -> dict | None:
+        with self.lock:
+            return dict(self.bags[bag_id]) if bag_id and bag_id in self.bags else None
+
+
+class XrayLane:
+    def __init__(self, cfg: AgentConfig, lane: LaneConfig, detector, state: AgentState, store_path,
+                 files_root, fusion: Fusion, stop: threading.Event):
+        self.cfg, self.lane, self.detector, self.state = cfg, lane, detector, state
+        self.store_path, self.files_root, self.fusion, self.stop = store_path, files_root, fusion, stop
+        self.queue = DropQueue(lane.queue)
+        self.events = BagEvents()
+        self.source = None
+        self.control = None
+        self.worker: Worker | None = None
+        self.latency: list[float] = []  # frame arrival -> alert committed, seconds (last 1000)
+        self.counters = {"frames": 0, "bags_alerted": 0, "alerts": 0, "belt_stops": 0, "bad_frames": 0}
+        self._store: Store | None = None
+        self._files: FileStore | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        from drivers.registry import open_control_link, open_frame_source
+
+        self.source = open_frame_source(self.lane.source)
+        # a live stream cannot wait: drop and count; a spool or C-STORE source waits (back-pressure)
+        live = self.lane.source.startswith("capture:")
+        pump(f"{self.lane.id}-source", self.source.frames, self.queue, self.stop, 0.0 if live else 3600.0)
+        if self.lane.control:
+            self.control = open_control_link(self.lane.control)
+            threading.Thread(target=self._control_loop, name=f"{self.lane.id}-control", daemon=True).start()
+        self.worker = Worker(f"{self.lane.id}-detect", self._step, self.stop).start()
+
+    def _control_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for ev in self.control.events(self.stop):
+                    self.events.on_event(ev)
+            except Exception:
+                log.exception("%s: control link iterator failed; restarting", self.lane.id)
+                self.stop.wait(1.0)
+
+    def close(self) -> None:
+        for dev in (self.source, self.control):
+            if dev is not None:
+                try:
+                    dev.close()
+                except Exception:
+                    log.exception("%s: closing %s", self.lane.id, dev)
+
+    # -- the hot loop ----------------------------------------------------------------------
+    def _open_store(self) -> None:
+        if self._store is None:  # the worker thread's own connection
+            self._store = Store(self.store_path)
+            self._files = FileStore(self._store, self.files_root, self.cfg.storage.quota_mb << 20,
+                                    self.cfg.storage.hard_limit_mb << 20)
+
+    def _step(self) -> None:
+        self._open_store()
+        try:
+            frame = self.queue.get(timeout=0.5)
+        except queue.Empty:
+            return
+        arrived = time.monotonic()
+        self.counters["frames"] += 1
+        self.process(frame, arrived)
+
+    def process(self, frame, arrived: float) -> list[Alert]:
+        from detectors.xray.preprocess import pseudocolor
+
+        bag_id = frame.bag_id or frame.meta.get("bag_id") or f"{self.lane.id}-{int(frame.t * 1000)}"
+        try:
+            findings = self.detector.detect(frame.high, frame.low)
+        except ValueError as e:
+            self.counters["bad_frames"] += 1
+            log.warning("%s: frame of bag %s refused by the detector: %s", self.lane.id, bag_id, e)
+            return []
+        display = pseudocolor(frame.high, frame.low)
+        ts = datetime.fromtimestamp(frame.t, UTC).strftime("%Y%m%d")
+        frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)
+        raw = self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.jpg", frame_jpg, "raw", "image/jpeg")
+        risk = self.fusion.risk_for(frame.t)
+        alerts: list[Alert] = []
+        for f in findings:
+            severity = CLASS_SEVERITY.get(f.cls, "medium")
+            reason = f"{f.cls} ({f.material}, score {f.score:.2f})"
+            if f.concealed:
+                reason += f", concealed: {f.concealment_reason or 'inside another object'}"
+            if risk:
+                severity = raise_severity(severity)
+                reason += f"; risk raised: {risk['reason']}"
+            a = Alert(checkpoint=self.cfg.checkpoint_id, source=self.lane.id, kind=f"xray.{f.cls}",
+                      score=float(f.score), severity=severity, t=frame.t, bag_id=bag_id,
+                      location={"box": [int(v) for v in f.box], "image": [int(frame.high.shape[1]),
+                                int(frame.high.shape[0])], "material": f.material,
+                                "concealed": bool(f.concealed)},
+                      reason=reason, fusion=risk,
+                      extra={"bag_events": self.events.lookup(bag_id), "source_url": frame.source})
+            jpg = render_evidence(display, [f], self.lane.id, bag_id, frame.t)
+            a.evidence = [self._files.save(f"evidence/{ts}/{a.uuid}.jpg", jpg, "evidence", "image/jpeg",
+                                           alert_uuid=a.uuid)]
+            if self._store.add_alert(a):
+                alerts.append(a)
+        if alerts:
+            self.latency.append(time.monotonic() - arrived)
+            del self.latency[:-1000]
+            self.counters["alerts"] += len(alerts)
+            self.counters["bags_alerted"] += 1
+            for a in alerts:
+                self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
+            worst = max(alerts, key=lambda a: SEVERITY_PRIORITY[a.severity])
+            self._maybe_stop_belt(worst)
+        self.state.add_bag(BagView(
+            lane=self.lane.id, bag_id=bag_id, t=frame.t, image_path=raw.path,
+            findings=[{"cls": f.cls, "score": round(float(f.score), 3), "box": [int(v) for v in f.box],
+                       "material": f.material, "concealed": bool(f.concealed)} for f in findings],
+            alert_uuids=[a.uuid for a in alerts], width=int(display.shape[1]), height=int(display.shape[0]),
+            risk=risk,
+        ))
+        if self.counters["frames"] % 20 == 0:
+            self._files.enforce()
+        return alerts
+
+    def _maybe_stop_belt(self, alert: Alert) -> None:
+        limit = self.lane.stop_belt_on
+        if not limit or self.control is None:
+            return
+        if SEVERITY_PRIORITY[alert.severity] >= SEVERITY_PRIORITY[limit]:
+            try:
+                self.control.stop_belt(f"{alert.kind} on bag {alert.bag_id} ({alert.uuid})")
+                self.counters["belt_stops"] += 1
+                log.warning("%s: belt stopped for %s on bag %s", self.lane.id, alert.kind, alert.bag_id)
+            except Exception as e:
+                log.error("%s: stop-belt command failed: %s", self.lane.id, e)
+
+    def report(self) -> dict:
+        lat = sorted(self.latency)
+        p = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1)) if lat else (lambda q: None)
+        return {**self.counters, "queue": self.queue.qsize(), "dropped": self.queue.dropped,
+                "latency_ms_p50": p(0.5), "latency_ms_p99": p(0.99),
+                "worker_errors": self.worker.errors if self.worker else 0,
+                "last_error": self.worker.last_error if self.worker else None,
+                "interlock_open": self.events.interlock_open, "scanner_fault": self.events.fault}
+
+
+def raise_severity(sev: str) -> str:
+    order = ["info", "low", "medium", "high", "critical"]
+    return order[min(len(order) - 1, order.index(sev) + 1)]
