@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
 
@@ -156,6 +157,7 @@ class XrayLane:
         frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)
         raw = self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.jpg", frame_jpg, "raw", "image/jpeg")
         risk = self.fusion.risk_for(frame.t)
+        fkey = frame_key(frame)
         alerts: list[Alert] = []
         for f in findings:
             severity = CLASS_SEVERITY.get(f.cls, "medium")
@@ -165,7 +167,8 @@ class XrayLane:
             if risk:
                 severity = raise_severity(severity)
                 reason += f"; risk raised: {risk['reason']}"
-            a = Alert(checkpoint=self.cfg.checkpoint_id, source=self.lane.id, kind=f"xray.{f.cls}",
+            a = Alert(uuid=finding_uuid(self.cfg.checkpoint_id, self.lane.id, fkey, f.cls, f.box),
+                      checkpoint=self.cfg.checkpoint_id, source=self.lane.id, kind=f"xray.{f.cls}",
                       score=float(f.score), severity=severity, t=frame.t, bag_id=bag_id,
                       location={"box": [int(v) for v in f.box], "image": [int(frame.high.shape[1]),
                                 int(frame.high.shape[0])], "material": f.material,
@@ -217,6 +220,21 @@ class XrayLane:
                 "worker_errors": self.worker.errors if self.worker else 0,
                 "last_error": self.worker.last_error if self.worker else None,
                 "interlock_open": self.events.interlock_open, "scanner_fault": self.events.fault}
+
+
+# Alert UUIDs of X-ray findings are derived from what was found in which image, so that an image
+# processed again after a crash (committed, but not yet acknowledged to its spool) yields the
+# same UUIDs and the store's insert-or-ignore drops the repeat: exactly once across restarts.
+_NS = uuid.UUID("6f1c5b2e-8a43-4f0e-9d57-0c2b7a1e9f30")
+
+
+def finding_uuid(checkpoint: str, lane: str, frame_key: str, cls: str, box) -> str:
+    return str(uuid.uuid5(_NS, f"{checkpoint}/{lane}/{frame_key}/{cls}/{','.join(str(int(v)) for v in box)}"))
+
+
+def frame_key(frame) -> str:
+    m = frame.meta
+    return str(m.get("sop_instance_uid") or m.get("file") or m.get("path") or f"{frame.bag_id}@{frame.t:.6f}")
 
 
 def raise_severity(sev: str) -> str:
