@@ -1,0 +1,386 @@
+"""The X-ray detector: one interface over our ONNX model, users' YOLO / end-to-end ONNX models and
+the physics baseline.
+
+    det = load_detector(Path("models/xray/zastava-xray.onnx"), "zastava", threads=1)
+    findings = det.detect(high, low)   # uint16 HxW each; low None = single energy
+
+The onnxruntime session is created once, at load, and the model's inputs and outputs are checked
+against the layout there: a wrong model fails when the agent starts, not on the first bag.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from detectors.xray import CLASSES
+from detectors.xray.preprocess import (
+    MATERIAL_NAMES,
+    METAL,
+    MIN_MU,
+    NONE,
+    Materials,
+    bag_mask,
+    check_pair,
+    letterbox,
+    materials,
+    model_input,
+    pseudocolor,
+)
+
+log = logging.getLogger("zastava.xray")
+
+Layout = Literal["zastava", "yolo", "e2e"]
+NMS_IOU = 0.45
+# candidates below this never reach NMS, whatever the per-class threshold (keeps NMS cheap)
+MIN_CANDIDATE_SCORE = 0.05
+MAX_CANDIDATES = 300
+
+
+@dataclass
+class XrayFinding:
+    """One detected object. box = (x1, y1, x2, y2) in the input image's pixels (x = column)."""
+
+    cls: str
+    score: float
+    box: tuple[int, int, int, int]
+    material: str = "none"
+    zeff: float = 0.0
+    concealed: bool = False
+    concealment_reason: str | None = None
+
+
+class Detector(Protocol):
+    class_names: list[str]
+
+    def detect(self, high: np.ndarray, low: np.ndarray | None) -> list[XrayFinding]: ...
+
+
+class ModelLayoutError(ValueError):
+    """The ONNX file's inputs or outputs do not fit the configured layout."""
+
+
+@dataclass
+class Candidates:
+    """Raw boxes in image pixels before thresholds and NMS."""
+
+    boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
+    scores: np.ndarray  # (N,) float32
+    classes: np.ndarray  # (N,) int
+
+    @staticmethod
+    def empty() -> Candidates:
+        return Candidates(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+@dataclass
+class Postprocess:
+    """Per-class thresholds, then class-aware NMS (OpenCV's), then describe each box."""
+
+    class_names: list[str]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    default_threshold: float = 0.5
+    nms_iou: float = NMS_IOU
+
+    def __post_init__(self) -> None:
+        unknown = set(self.thresholds) - set(self.class_names)
+        if unknown:
+            raise ValueError(f"thresholds for unknown classes {sorted(unknown)}; classes: {self.class_names}")
+        self._thr = np.array([self.thresholds.get(c, self.default_threshold) for c in self.class_names],
+                             np.float32)
+
+    def select(self, c: Candidates, width: int, height: int) -> Candidates:
+        if len(c.scores) == 0:
+            return c
+        cls = c.classes.astype(np.int64)
+        valid = (cls >= 0) & (cls < len(self.class_names)) & np.isfinite(c.scores)
+        valid &= np.isfinite(c.boxes).all(axis=1)
+        cls_ok = np.clip(cls, 0, len(self.class_names) - 1)
+        keep = valid & (c.scores >= self._thr[cls_ok])
+        boxes = c.boxes[keep].copy()
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
+        scores, cls = c.scores[keep], cls[keep]
+        nonempty = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        boxes, scores, cls = boxes[nonempty], scores[nonempty], cls[nonempty]
+        if len(scores) == 0:
+            return Candidates.empty()
+        xywh = np.column_stack((boxes[:, :2], boxes[:, 2:] - boxes[:, :2])).tolist()
+        idx = cv2.dnn.NMSBoxesBatched(xywh, scores.tolist(), cls.tolist(), 0.0, self.nms_iou)
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return Candidates(boxes[idx], scores[idx], cls[idx])
+
+
+def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[XrayFinding]:
+    """Material, Zeff and concealment of each kept box, from the image itself."""
+    if len(boxes.scores) == 0:
+        return []
+    inside_bag = bag_mask(m.mu_high)
+    out = []
+    for (x1, y1, x2, y2), s, c in zip(boxes.boxes, boxes.scores, boxes.classes, strict=True):
+        b = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2)))
+        material, zeff = box_material(m, b)
+        cls = class_names[int(c)]
+        concealed, reason = concealment(m, inside_bag, b, cls)
+        out.append(XrayFinding(cls, float(s), b, material, zeff, concealed, reason))
+    return out
+
+
+def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, float]:
+    """The dominant material of the densest part of the box (its upper third by attenuation), which
+    is the object rather than the clothes around it."""
+    x1, y1, x2, y2 = box
+    mu = m.mu_high[y1:y2, x1:x2]
+    if mu.size == 0:
+        return "none", 0.0
+    sel = mu >= max(np.percentile(mu, 66), MIN_MU)
+    if not sel.any():
+        return "none", 0.0
+    mats = m.material[y1:y2, x1:x2][sel]
+    counts = np.bincount(mats, minlength=4)
+    counts[NONE] = 0
+    material = MATERIAL_NAMES[int(np.argmax(counts))] if counts.any() else "none"
+    zeff = float(np.median(m.zeff[y1:y2, x1:x2][sel])) if m.dual else 0.0
+    return material, round(zeff, 1)
+
+
+def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, int],
+                cls: str) -> tuple[bool, str | None]:
+    """Whether the object sits inside another object, judged from a ring around its box:
+
+    - a structural concealment finding (false bottom, double wall) is concealment by definition;
+    - a ring mostly metal/inorganic -> inside electronics, a bottle or a tin;
+    - a ring that is itself dense (the box's surroundings attenuate like packed contents) -> under
+      dense clutter;
+    - a box touching the bag outline's edge band -> in the lining / wall.
+    """
+    if cls == "concealment":
+        return True, "structural: false bottom or double wall"
+    x1, y1, x2, y2 = box
+    h, w = m.mu_high.shape
+    pad = max(4, int(0.15 * max(x2 - x1, y2 - y1)))
+    X1, Y1, X2, Y2 = max(0, x1 - pad), max(0, y1 - pad), min(w, x2 + pad), min(h, y2 + pad)
+    ring = np.ones((Y2 - Y1, X2 - X1), bool)
+    ring[y1 - Y1:y2 - Y1, x1 - X1:x2 - X1] = False
+    if not ring.any():
+        return False, None
+    if inside_bag[Y1:Y2, X1:X2][ring].mean() < 0.5:
+        return False, None  # mostly outside the bag: loose on the belt
+    mats = m.material[Y1:Y2, X1:X2][ring]
+    hard = np.isin(mats, (2, METAL)).mean()
+    if m.dual and hard > 0.45:
+        return True, "inside electronics or a container (metal/inorganic all around)"
+    mu_ring = float(np.median(m.mu_high[Y1:Y2, X1:X2][ring]))
+    if mu_ring > 1.2:
+        return True, f"under dense clutter (surroundings attenuate {mu_ring:.1f})"
+    edge = cv2.erode(inside_bag, np.ones((15, 15), np.uint8))
+    if inside_bag[y1:y2, x1:x2].any() and not edge[y1:y2, x1:x2].all() and (edge[y1:y2, x1:x2].mean() < 0.8):
+        return True, "in the bag wall or lining"
+    return False, None
+
+
+# -- ONNX models -------------------------------------------------------------------------------------
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own types for missing/corrupt files
+        raise ModelLayoutError(f"{path}: cannot load ONNX model: {e}") from e
+
+
+def _static_hw(shape: list, what: str) -> tuple[int, int] | None:
+    if len(shape) != 4:
+        raise ModelLayoutError(f"{what}: expected a 4-D NCHW input, got shape {shape}")
+    if shape[1] not in (3, "3") and isinstance(shape[1], int):
+        raise ModelLayoutError(f"{what}: expected 3 input channels, got {shape[1]}")
+    h, w = shape[2], shape[3]
+    return (h, w) if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0 else None
+
+
+def _metadata_names(sess: ort.InferenceSession) -> list[str] | None:
+    """Class names stored by the exporter: ours as JSON under 'class_names', Ultralytics' as a
+    Python dict literal under 'names' ({0: 'gun', 1: 'knife'})."""
+    meta = sess.get_modelmeta().custom_metadata_map
+    if "class_names" in meta:
+        names = json.loads(meta["class_names"])
+        return [str(n) for n in names]
+    if "names" in meta:
+        try:
+            d = ast.literal_eval(meta["names"])
+        except (ValueError, SyntaxError):
+            return None
+        if isinstance(d, dict):
+            return [str(d[k]) for k in sorted(d)]
+        if isinstance(d, list | tuple):
+            return [str(n) for n in d]
+    return None
+
+
+class OnnxDetector:
+    """An ONNX model in one of three layouts, behind the Detector interface."""
+
+    def __init__(self, path: Path, layout: Layout, class_names: list[str] | None = None,
+                 thresholds: dict[str, float] | None = None, default_threshold: float = 0.5,
+                 threads: int = 1):
+        if layout not in ("zastava", "yolo", "e2e"):
+            raise ModelLayoutError(f"unknown layout {layout!r}; one of zastava, yolo, e2e")
+        self.path, self.layout = Path(path), layout
+        self.session = _session(self.path, threads)
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        if len(ins) != 1:
+            raise ModelLayoutError(f"{path}: expected one input, the model has {[i.name for i in ins]}")
+        self.input_name = ins[0].name
+        if ins[0].type != "tensor(float)":
+            raise ModelLayoutError(f"{path}: input {ins[0].name} is {ins[0].type}, expected tensor(float)")
+        names = class_names or _metadata_names(self.session)
+        if layout == "zastava":
+            self.size_hw = _static_hw(ins[0].shape, f"{path} input")
+            if self.size_hw is None:
+                raise ModelLayoutError(f"{path}: zastava layout needs a fixed input size, got {ins[0].shape}")
+            got = sorted(o.name for o in outs)
+            if got != ["heat", "ltrb"]:
+                raise ModelLayoutError(f"{path}: zastava layout expects outputs 'heat' and 'ltrb', got {got}")
+            heat = next(o for o in outs if o.name == "heat")
+            nc = heat.shape[1] if len(heat.shape) == 4 else None
+            names = names or list(CLASSES)
+            if not isinstance(nc, int) or nc != len(names):
+                raise ModelLayoutError(f"{path}: 'heat' has shape {heat.shape}, expected [1, {len(names)}, h, w]")
+            self.stride = self.size_hw[0] // heat.shape[2] if isinstance(heat.shape[2], int) else 4
+        else:
+            self.size_hw = _static_hw(ins[0].shape, f"{path} input") or (640, 640)
+            if len(outs) != 1:
+                raise ModelLayoutError(f"{path}: {layout} layout expects one output, got {[o.name for o in outs]}")
+            shp = outs[0].shape
+            if len(shp) != 3:
+                raise ModelLayoutError(f"{path}: {layout} output must be 3-D, got shape {shp}")
+            if layout == "yolo":
+                if not isinstance(shp[1], int) or shp[1] < 5:
+                    raise ModelLayoutError(f"{path}: yolo output must be [1, 4+nc, N], got {shp}")
+                nc = shp[1] - 4
+                if names is None:
+                    raise ModelLayoutError(f"{path}: give class_names for this model ({nc} classes)")
+                if len(names) != nc:
+                    raise ModelLayoutError(f"{path}: output {shp} has {nc} classes but {len(names)} class names "
+                                           f"were given: {names}")
+            else:
+                if shp[2] != 6:
+                    raise ModelLayoutError(f"{path}: e2e output must be [1, K, 6] (x1,y1,x2,y2,score,class), "
+                                           f"got {shp}")
+                if names is None:
+                    raise ModelLayoutError(f"{path}: give class_names for this end-to-end model")
+        self.class_names = list(names)
+        self.post = Postprocess(self.class_names, dict(thresholds or {}), default_threshold)
+
+    # The three layouts differ only in the tensor they want and how they encode boxes.
+    def prepare(self, high: np.ndarray, low: np.ndarray | None) -> tuple[np.ndarray, object]:
+        if self.layout == "zastava":
+            return model_input(high, low, self.size_hw), None
+        rgb = cv2.cvtColor(pseudocolor(high, low), cv2.COLOR_BGR2RGB)
+        boxed, s, px, py = letterbox(rgb, self.size_hw)
+        x = np.ascontiguousarray(boxed.transpose(2, 0, 1)[None], dtype=np.float32)
+        x *= 1.0 / 255.0
+        return x, (s, px, py)
+
+    def decode(self, outputs: list[np.ndarray], geom, shape_hw: tuple[int, int]) -> Candidates:
+        if self.layout == "zastava":
+            return decode_zastava(outputs[0], outputs[1], self.size_hw, shape_hw)
+        if self.layout == "yolo":
+            c = decode_yolo(outputs[0])
+        else:
+            c = decode_e2e(outputs[0])
+        s, px, py = geom
+        return unletterbox(c, s, px, py)
+
+    def detect(self, high: np.ndarray, low: np.ndarray | None) -> list[XrayFinding]:
+        check_pair(high, low)
+        x, geom = self.prepare(high, low)
+        names = ["heat", "ltrb"] if self.layout == "zastava" else None
+        outputs = self.session.run(names, {self.input_name: x})
+        cand = self.decode(outputs, geom, high.shape)
+        kept = self.post.select(cand, high.shape[1], high.shape[0])
+        return describe(kept, self.class_names, materials(high, low))
+
+
+def decode_zastava(heat: np.ndarray, ltrb: np.ndarray, in_hw: tuple[int, int],
+                   img_hw: tuple[int, int]) -> Candidates:
+    """Our head: heat [1, C, h, w] already peak-filtered in the graph (3x3 max-pool keeps local
+    maxima only); ltrb [1, 4, h, w] = distances from the cell centre to the box sides, in input
+    pixels. Boxes are scaled from the model input to the image."""
+    hm = heat[0]
+    c, y, x = np.nonzero(hm >= MIN_CANDIDATE_SCORE)
+    if len(c) == 0:
+        return Candidates.empty()
+    scores = hm[c, y, x]
+    if len(scores) > MAX_CANDIDATES:
+        top = np.argpartition(-scores, MAX_CANDIDATES)[:MAX_CANDIDATES]
+        c, y, x, scores = c[top], y[top], x[top], scores[top]
+    stride_y, stride_x = in_hw[0] / hm.shape[1], in_hw[1] / hm.shape[2]
+    cy, cx = (y + 0.5) * stride_y, (x + 0.5) * stride_x
+    d = ltrb[0][:, y, x]
+    boxes = np.stack((cx - d[0], cy - d[1], cx + d[2], cy + d[3]), axis=1)
+    sy, sx = img_hw[0] / in_hw[0], img_hw[1] / in_hw[1]
+    boxes *= np.array([sx, sy, sx, sy], np.float32)
+    return Candidates(boxes.astype(np.float32), scores.astype(np.float32), c.astype(np.int64))
+
+
+def decode_yolo(out: np.ndarray) -> Candidates:
+    """YOLOv8/11 head: [1, 4+nc, N] rows cx, cy, w, h then one score per class; no objectness,
+    no NMS in the graph. Boxes are in the letterboxed input's pixels."""
+    p = out[0]
+    cls_scores = p[4:]
+    cls = np.argmax(cls_scores, axis=0)
+    scores = cls_scores[cls, np.arange(p.shape[1])]
+    keep = scores >= MIN_CANDIDATE_SCORE
+    if not keep.any():
+        return Candidates.empty()
+    cx, cy, w, h = p[0, keep], p[1, keep], p[2, keep], p[3, keep]
+    boxes = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1).astype(np.float32)
+    return Candidates(boxes, scores[keep].astype(np.float32), cls[keep].astype(np.int64))
+
+
+def decode_e2e(out: np.ndarray) -> Candidates:
+    """End-to-end head (NMS inside the graph, e.g. YOLOv10/RT-DETR exports): [1, K, 6] rows x1, y1,
+    x2, y2, score, class in the letterboxed input's pixels; padding rows have score 0."""
+    p = out[0]
+    keep = p[:, 4] >= MIN_CANDIDATE_SCORE
+    p = p[keep]
+    return Candidates(p[:, :4].astype(np.float32), p[:, 4].astype(np.float32),
+                      np.rint(p[:, 5]).astype(np.int64))
+
+
+def unletterbox(c: Candidates, scale: float, px: int, py: int) -> Candidates:
+    if len(c.scores) == 0:
+        return c
+    b = c.boxes.copy()
+    b[:, [0, 2]] = (b[:, [0, 2]] - px) / scale
+    b[:, [1, 3]] = (b[:, [1, 3]] - py) / scale
+    return Candidates(b, c.scores, c.classes)
+
+
+def load_detector(model: Path | str, layout: Layout = "zastava", class_names: list[str] | None = None,
+                  thresholds: dict[str, float] | None = None, default_threshold: float = 0.5,
+                  threads: int = 1) -> Detector:
+    """Build the configured detector: "physics" = the baseline, else an ONNX file in `layout`."""
+    if isinstance(model, str) and model == "physics":
+        from detectors.xray.baseline import PhysicsDetector
+
+        return PhysicsDetector(thresholds=dict(thresholds or {}), default_threshold=default_threshold)
+    path = Path(model)
+    if not path.is_file():
+        raise ModelLayoutError(f"model file not found: {path}")
+    return OnnxDetector(path, layout, class_names, thresholds, default_threshold, threads)

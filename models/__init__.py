@@ -1,0 +1,1 @@
+"""Training code that reproduces the shipped ONNX models (needs the `train` extra: torch, onnx)."""

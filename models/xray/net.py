@@ -1,0 +1,68 @@
+"""The network of our X-ray detector (torch; training only, the runtime never imports this).
+
+A small fully-convolutional detector in the CenterNet/FCOS family: a 4-stage plain-conv backbone
+(stride 2 each), a light top-down path back to stride 4, and two heads on the stride-4 grid:
+
+- heat [C, h, w]: per-class centre heatmap (sigmoid), trained with the CenterNet focal loss;
+- ltrb [4, h, w]: distances from each cell centre to the box's left, top, right and bottom sides,
+  in input pixels (exp of the raw output, times a fixed scale), trained with GIoU near centres.
+
+Plain 3x3 convolutions rather than depthwise ones because on a CPU the dense kernels are the fast
+path in both torch (training) and onnxruntime (inference).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LTRB_SCALE = 16.0
+
+
+def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class XrayNet(nn.Module):
+    def __init__(self, num_classes: int = 4, width: tuple[int, int, int, int] = (16, 32, 64, 96)):
+        super().__init__()
+        c1, c2, c3, c4 = width
+        self.s1 = conv(3, c1, 2)  # /2
+        self.s2 = nn.Sequential(conv(c1, c2, 2), conv(c2, c2))  # /4
+        self.s3 = nn.Sequential(conv(c2, c3, 2), conv(c3, c3))  # /8
+        self.s4 = nn.Sequential(conv(c3, c4, 2), conv(c4, c4), conv(c4, c4))  # /16
+        self.lat3 = nn.Conv2d(c3, c4, 1)
+        self.lat2 = nn.Conv2d(c2, c4, 1)
+        self.fuse3 = conv(c4, c3)
+        self.fuse2 = conv(c4, 48)
+        self.up3 = nn.Conv2d(c3, c4, 1)
+        self.heat = nn.Sequential(conv(48, 48), nn.Conv2d(48, num_classes, 1))
+        self.ltrb = nn.Sequential(conv(48, 48), nn.Conv2d(48, 4, 1))
+        # CenterNet's prior: start with a low heat everywhere so the focal loss is stable
+        nn.init.constant_(self.heat[-1].bias, -2.19)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs: heat logits [N, C, h, w] and ltrb in input pixels [N, 4, h, w]."""
+        f2 = self.s2(self.s1(x))
+        f3 = self.s3(f2)
+        f4 = self.s4(f3)
+        p3 = self.fuse3(self.lat3(f3) + F.interpolate(f4, size=f3.shape[-2:], mode="nearest"))
+        p2 = self.fuse2(self.lat2(f2) + F.interpolate(self.up3(p3), size=f2.shape[-2:], mode="nearest"))
+        ltrb = torch.exp(self.ltrb(p2).clamp(-6.0, 5.0)) * LTRB_SCALE
+        return self.heat(p2), ltrb
+
+
+class ExportWrapper(nn.Module):
+    """What goes into the ONNX file: sigmoid heat with the 3x3 max-pool peak filter (CenterNet's
+    NMS) done in the graph, so the runtime only gathers cells above a threshold."""
+
+    def __init__(self, net: XrayNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, ltrb = self.net(x)
+        heat = torch.sigmoid(logits)
+        peak = F.max_pool2d(heat, 3, 1, 1)
+        return heat * (peak == heat).to(heat.dtype), ltrb

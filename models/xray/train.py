@@ -1,0 +1,229 @@
+"""Train our X-ray detector from simulator bags and export it to ONNX.
+
+    python -m models.xray.train [--bags 4000] [--epochs 7] [--seed 1] [--out models/xray]
+
+Deterministic for a seed: bags are drawn from hw_sim.xray with numpy Generators seeded from it,
+torch is seeded, deterministic algorithms are on and one thread is used (the thread count changes
+float summation order, so it is fixed). Writes zastava-xray.onnx (class names and training facts
+in its metadata) and train_log.json beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detectors.xray import CLASSES
+from detectors.xray.preprocess import model_input
+from models.xray.net import ExportWrapper, XrayNet
+
+INPUT_HW = (224, 320)
+STRIDE = 4
+GRID_HW = (INPUT_HW[0] // STRIDE, INPUT_HW[1] // STRIDE)
+OUT = Path(__file__).resolve().parent
+# Bag mix for training: a third clean (so the model learns ordinary contents), the rest spread
+# over the classes, weapons and narcotics a little more often (the operating priorities).
+MIX = {None: 0.30, "narcotics": 0.22, "weapon": 0.20, "currency": 0.14, "concealment": 0.14}
+SINGLE_ENERGY_SHARE = 0.08  # some single-energy inputs so the model works on single-energy scanners
+
+
+def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray, list[list[tuple[int, list[float]]]]]:
+    """count bags from the simulator -> (inputs [N,3,H,W] float16, boxes per bag in input pixels)."""
+    from hw_sim.xray.scene import make_bag
+
+    rng = np.random.default_rng(seed)
+    kinds = list(MIX)
+    probs = np.array(list(MIX.values()))
+    xs = np.zeros((count, 3, *INPUT_HW), np.float16)
+    targets = []
+    t0 = time.monotonic()
+    for i in range(count):
+        kind = kinds[int(rng.choice(len(kinds), p=probs))]
+        bag = make_bag(rng, contraband=kind)
+        single = rng.random() < SINGLE_ENERGY_SHARE
+        xs[i] = model_input(bag.high, None if single else bag.low, INPUT_HW)[0]
+        sy, sx = INPUT_HW[0] / bag.high.shape[0], INPUT_HW[1] / bag.high.shape[1]
+        objs = []
+        for o in bag.objects:
+            x1, y1, x2, y2 = (float(v) for v in o.box)
+            objs.append((CLASSES.index(o.cls), [x1 * sx, y1 * sy, x2 * sx, y2 * sy]))
+        targets.append(objs)
+        if progress and (i + 1) % 250 == 0:
+            print(f"  bags {i + 1}/{count}  {(i + 1) / (time.monotonic() - t0):.1f}/s", file=sys.stderr)
+    return xs, targets
+
+
+def encode(objs: list[tuple[int, list[float]]], flip_x: bool, flip_y: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets on the stride-4 grid: Gaussian centre heat per class, ltrb distances and their weight."""
+    gh, gw = GRID_HW
+    H, W = INPUT_HW
+    heat = np.zeros((len(CLASSES), gh, gw), np.float32)
+    ltrb = np.zeros((4, gh, gw), np.float32)
+    wgt = np.zeros((gh, gw), np.float32)
+    ys = (np.arange(gh, dtype=np.float32) + 0.5) * STRIDE
+    xs = (np.arange(gw, dtype=np.float32) + 0.5) * STRIDE
+    # big boxes first so that small ones win the regression target where they overlap
+    for c, (x1, y1, x2, y2) in sorted(objs, key=lambda o: -(o[1][2] - o[1][0]) * (o[1][3] - o[1][1])):
+        if flip_x:
+            x1, x2 = W - x2, W - x1
+        if flip_y:
+            y1, y2 = H - y2, H - y1
+        bw, bh = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        sx, sy = max(bw / 6.0, STRIDE * 0.6), max(bh / 6.0, STRIDE * 0.6)
+        g = np.exp(-((xs[None, :] - cx) ** 2) / (2 * sx**2) - ((ys[:, None] - cy) ** 2) / (2 * sy**2))
+        # the peak cell is exactly 1 (the focal loss's positive)
+        pj, pi = min(int(cx // STRIDE), gw - 1), min(int(cy // STRIDE), gh - 1)
+        g = g / max(g[pi, pj], 1e-6)
+        heat[c] = np.maximum(heat[c], np.minimum(g, 1.0))
+        inside = (xs[None, :] > x1) & (xs[None, :] < x2) & (ys[:, None] > y1) & (ys[:, None] < y2)
+        reg = inside & (g > 0.3)
+        reg[pi, pj] = True
+        ltrb[0][reg] = (xs[None, :] - x1).repeat(gh, 0)[reg]
+        ltrb[1][reg] = (ys[:, None] - y1).repeat(gw, 1)[reg]
+        ltrb[2][reg] = (x2 - xs[None, :]).repeat(gh, 0)[reg]
+        ltrb[3][reg] = (y2 - ys[:, None]).repeat(gw, 1)[reg]
+        wgt[reg] = np.minimum(g, 1.0)[reg]
+    return heat, np.maximum(ltrb, 0.5), wgt
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss (alpha 2, beta 4), normalised by the positives."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1.0).float()
+    neg = 1.0 - pos
+    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = torch.log(1 - p) * p**2 * (1 - target) ** 4 * neg
+    npos = pos.sum().clamp(min=1.0)
+    return -(pos_loss.sum() + neg_loss.sum()) / npos
+
+
+def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """GIoU between boxes given as ltrb distances from the same point ([N,4,h,w])."""
+    pl, pt, pr, pb = pred.unbind(1)
+    tl, tt, tr, tb = target.unbind(1)
+    pa, ta = (pl + pr) * (pt + pb), (tl + tr) * (tt + tb)
+    iw = torch.minimum(pl, tl) + torch.minimum(pr, tr)
+    ih = torch.minimum(pt, tt) + torch.minimum(pb, tb)
+    inter = iw * ih
+    union = pa + ta - inter
+    cw = torch.maximum(pl, tl) + torch.maximum(pr, tr)
+    ch = torch.maximum(pt, tt) + torch.maximum(pb, tb)
+    enclose = cw * ch
+    giou = inter / union - (enclose - union) / enclose
+    w = weight
+    return ((1 - giou) * w).sum() / w.sum().clamp(min=1.0)
+
+
+def batch_targets(targets, idx, flips_x, flips_y):
+    enc = [encode(targets[i], fx, fy) for i, fx, fy in zip(idx, flips_x, flips_y, strict=True)]
+    heat = torch.from_numpy(np.stack([e[0] for e in enc]))
+    ltrb = torch.from_numpy(np.stack([e[1] for e in enc]))
+    wgt = torch.from_numpy(np.stack([e[2] for e in enc]))
+    return heat, ltrb, wgt
+
+
+def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
+          progress: bool = True) -> tuple[XrayNet, dict]:
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    t0 = time.monotonic()
+    xs, targets = draw_bags(bags, seed, progress)
+    t_data = time.monotonic() - t0
+    net = XrayNet(len(CLASSES))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps_per_epoch = bags // batch
+    total = steps_per_epoch * epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
+    order_rng = np.random.default_rng(seed + 1)
+    history = []
+    step = 0
+    for ep in range(epochs):
+        net.train()
+        perm = order_rng.permutation(bags)
+        sums = np.zeros(2)
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch:(b + 1) * batch]
+            fx = order_rng.random(len(idx)) < 0.5
+            fy = order_rng.random(len(idx)) < 0.5
+            x = torch.from_numpy(xs[idx].astype(np.float32))
+            for k in range(len(idx)):
+                if fx[k]:
+                    x[k] = x[k].flip(-1)
+                if fy[k]:
+                    x[k] = x[k].flip(-2)
+            heat_t, ltrb_t, w_t = batch_targets(targets, idx, fx, fy)
+            logits, ltrb = net(x)
+            lh = focal_loss(logits, heat_t)
+            lb = giou_loss(ltrb, ltrb_t, w_t)
+            loss = lh + 2.0 * lb
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            sums += (lh.item(), lb.item())
+            if progress and step % 50 == 0:
+                el = time.monotonic() - t0
+                print(f"  epoch {ep + 1}/{epochs} step {step}/{total} heat {lh.item():.3f} box {lb.item():.3f} "
+                      f"{el / 60:.1f} min", file=sys.stderr)
+        history.append({"epoch": ep + 1, "heat_loss": round(sums[0] / steps_per_epoch, 4),
+                        "box_loss": round(sums[1] / steps_per_epoch, 4)})
+    facts = {"seed": seed, "bags": bags, "epochs": epochs, "batch": batch, "lr": lr, "mix": {str(k): v for k, v in MIX.items()},
+             "single_energy_share": SINGLE_ENERGY_SHARE, "input_hw": list(INPUT_HW), "stride": STRIDE,
+             "data_seconds": round(t_data, 1), "train_seconds": round(time.monotonic() - t0 - t_data, 1),
+             "torch": torch.__version__, "threads": 1, "history": history}
+    return net, facts
+
+
+def export(net: XrayNet, path: Path, facts: dict) -> str:
+    """Write the ONNX file with class names and the training facts in its metadata; return sha256."""
+    import onnx
+
+    net.eval()
+    wrapper = ExportWrapper(net)
+    dummy = torch.zeros(1, 3, *INPUT_HW)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["input"], output_names=["heat", "ltrb"],
+                      opset_version=17, dynamo=False)
+    m = onnx.load(str(tmp))
+    meta = {"class_names": json.dumps(list(CLASSES)), "layout": "zastava", "producer": "models/xray/train.py",
+            "train": json.dumps({k: v for k, v in facts.items() if k != "history"}, sort_keys=True)}
+    for k, v in meta.items():
+        e = m.metadata_props.add()
+        e.key, e.value = k, v
+    m.producer_name = "zastava"
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    tmp.unlink()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bags", type=int, default=4000)
+    ap.add_argument("--epochs", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    net, facts = train(a.bags, a.epochs, a.seed, progress=not a.quiet)
+    sha = export(net, a.out / "zastava-xray.onnx", facts)
+    facts["sha256"] = sha
+    (a.out / "train_log.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {a.out / 'zastava-xray.onnx'} sha256 {sha}; train {facts['train_seconds'] / 60:.1f} min, "
+          f"data {facts['data_seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
