@@ -130,7 +130,7 @@ class ScannerLink(HealthMixin):
         if port is None or not port.is_open:
             raise ConnectionError(f"{self.url}: control link not connected")
         with self._write_lock:
-            self._seq = (self._seq + 1) & 0xFF
+            self._seq = self._seq % 255 + 1  # 1..255: seq 0 is what ERROR frames about garbage carry
             seq = self._seq
             frame = encode(mtype, seq, **fields)
             waiter = (threading.Event(), [], mtype)
@@ -234,8 +234,7 @@ class ScannerLink(HealthMixin):
                 return
             now = time.monotonic()
             if not data:
-                for err in self.parser.poll(now):
-                    yield self._frame_error(err)
+                yield from self._handle(self.parser.poll(now))
                 quiet = now - last_data
                 if quiet > self.stall_s and not stalled:
                     stalled = True
@@ -250,26 +249,29 @@ class ScannerLink(HealthMixin):
             if stalled:
                 stalled = False
                 self._set_state("ok", True)
-            for item in self.parser.feed(data, now):
-                if isinstance(item, FrameError):
-                    yield self._frame_error(item)
-                    continue
-                ev = message_to_event(item, time.time())
-                if item.type == MsgType.ACK:
-                    w = self._acks.get(item.fields["acked_seq"])
-                    if w is not None and item.fields["acked_type"] == w[2]:
-                        w[1].append(item.fields["result"] == AckResult.OK)
-                        w[0].set()
-                elif item.type == MsgType.STATUS:
-                    self.last_status = ev.data
-                elif item.type == MsgType.ERROR:
-                    self._error(f"scanner reports an error: {ev.data.get('text')}")
-                    w = self._acks.get(item.fields["bad_seq"])
-                    if w is not None:  # the scanner refused our command outright: a negative ack
-                        w[1].append(False)
-                        w[0].set()
-                self._got_data()
-                yield ev
+            yield from self._handle(self.parser.feed(data, now))
+
+    def _handle(self, items: list) -> Iterator[ScannerEvent]:
+        for item in items:
+            if isinstance(item, FrameError):
+                yield self._frame_error(item)
+                continue
+            ev = message_to_event(item, time.time())
+            if item.type == MsgType.ACK:
+                w = self._acks.get(item.fields["acked_seq"])
+                if w is not None and item.fields["acked_type"] == w[2]:
+                    w[1].append(item.fields["result"] == AckResult.OK)
+                    w[0].set()
+            elif item.type == MsgType.STATUS:
+                self.last_status = ev.data
+            elif item.type == MsgType.ERROR:
+                self._error(f"scanner reports an error: {ev.data.get('text')}")
+                w = self._acks.get(item.fields["bad_seq"])
+                if w is not None:  # the scanner refused our command outright: a negative ack
+                    w[1].append(False)
+                    w[0].set()
+            self._got_data()
+            yield ev
 
     def _frame_error(self, err: FrameError) -> ScannerEvent:
         self._error(f"{err.code.name.lower()}: {err.detail}")

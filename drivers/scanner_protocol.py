@@ -210,13 +210,21 @@ class FrameParser:
         self.errors[code.name.lower()] += 1
         out.append(FrameError(code, detail, nbytes, seq))
 
-    def poll(self, now: float) -> list[FrameError]:
-        """Call when a read timed out: declares a stale partial frame a half frame."""
+    def poll(self, now: float) -> list[Message | FrameError]:
+        """Call when a read timed out: a stale partial frame is a half frame (good frames behind
+        a false start are still returned)."""
         out: list = []
-        if self.buf and self.last_rx is not None and now - self.last_rx > self.frame_timeout_s:
-            n = len(self.buf)
-            self.buf.clear()
-            self._err(out, ErrorCode.HALF_FRAME, f"incomplete frame of {n} bytes, line quiet since", n)
+        if self.last_rx is None or now - self.last_rx <= self.frame_timeout_s:
+            return out
+        while self.buf:
+            # The partial frame at the front will never complete. It may be a false start (an SOF
+            # in garbage) hiding good frames behind it, so drop only up to the next SOF and parse
+            # again rather than clearing the buffer.
+            nxt = self.buf.find(SOF, 1)
+            n = len(self.buf) if nxt < 0 else nxt
+            del self.buf[:n]
+            self._err(out, ErrorCode.HALF_FRAME, f"incomplete frame of {n} bytes and the line went quiet", n)
+            self._drain(out)
         return out
 
     def feed(self, data: bytes, now: float | None = None) -> list[Message | FrameError]:
@@ -253,8 +261,16 @@ class FrameParser:
             frame = bytes(self.buf[:total])
             (crc,) = CRC.unpack_from(frame, total - CRC.size)
             if crc != crc16(frame[1:total - CRC.size]):
-                del self.buf[:1]
-                self._err(out, ErrorCode.BAD_CRC, f"CRC mismatch in a {total}-byte frame", 1, seq)
+                nxt = frame.find(SOF, 1)
+                if nxt > 0:
+                    # most likely a frame cut short and followed by a new one (a heuristic: a
+                    # corrupted frame whose payload holds 0xA5 is also classed here); either way
+                    # the bytes before the next SOF are dropped and parsing resumes there
+                    del self.buf[:nxt]
+                    self._err(out, ErrorCode.HALF_FRAME, f"frame cut short after {nxt} bytes", nxt, seq)
+                else:
+                    del self.buf[:1]
+                    self._err(out, ErrorCode.BAD_CRC, f"CRC mismatch in a {total}-byte frame", 1, seq)
                 continue
             del self.buf[:total]
             payload = frame[HEADER.size:total - CRC.size]
