@@ -1,0 +1,1 @@
+"""The officer console (FastAPI + static pages), served inside the agent process."""
