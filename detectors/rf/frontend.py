@@ -80,7 +80,7 @@ class FrontEndConfig:
     baseline_tau_s: float = 600.0  # the jamming baseline follows a quiet floor this slowly
     jam_rise_db: float = 6.0  # instant floor over baseline by this much ...
     jam_min_fraction: float = 0.25  # ... over this share of the band = jamming
-    dc_notch_bins: int = 1  # bins either side of DC ignored (the RTL-SDR's LO leakage spike)
+    dc_notch_bins: int = 3  # bins either side of DC ignored (the RTL-SDR's LO leakage spike)
     edge_bins_fraction: float = 0.02  # band edges (anti-alias roll-off) ignored
     max_nonfinite_fraction: float = 0.5  # above this a block is refused, below it bad samples are zeroed
 
@@ -219,7 +219,8 @@ class FrontEnd:
         if edge:
             valid[:edge] = False
             valid[n - edge:] = False
-        valid[n // 2 - c.dc_notch_bins: n // 2 + c.dc_notch_bins + 1] = False
+        self._notch = (n // 2 - c.dc_notch_bins, n // 2 + c.dc_notch_bins + 1) if c.dc_notch_bins >= 0 else (0, 0)
+        valid[self._notch[0]: self._notch[1]] = False
         self.valid_bins = valid
 
     # -- spectrum -------------------------------------------------------------------------------
@@ -365,6 +366,9 @@ class FrontEnd:
         # Bridge small gaps (FSK tones, OOK bits) so one transmission is one component: label
         # the dilated mask, then keep the labels only on the cells that are really occupied.
         bridged = ndimage.binary_dilation(grow, structure=np.ones((3, 5), bool))
+        lo, hi = self._notch
+        if hi - lo and 0 < lo and hi < bridged.shape[1]:  # a wide emitter across DC stays one emitter
+            bridged[:, lo:hi] |= (bridged[:, lo - 1] & bridged[:, hi])[:, None]
         labels, n = ndimage.label(bridged)
         if n == 0:
             return [], tail
