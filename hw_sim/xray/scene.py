@@ -65,7 +65,8 @@ class Bag:
     pixel_spacing_mm: tuple[float, float]
     contents: list[str] = field(default_factory=list)
     layers: np.ndarray | None = None  # (n_materials, H, W) g/cm^2, all objects
-    contraband_layers: np.ndarray | None = None  # the share of `layers` that contraband added
+    # the share of `layers` each contraband class added (a concealment's payload under its own class)
+    contraband_layers: dict[str, np.ndarray] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -123,7 +124,8 @@ class Canvas:
     def __init__(self, h: int, w: int, track_contraband: bool):
         self.h, self.w = h, w
         self.layers = np.zeros((len(MATERIALS), h, w), np.float32)
-        self.contraband = np.zeros_like(self.layers) if track_contraband else None
+        self.track = track_contraband
+        self.contraband: dict[str, np.ndarray] = {}
 
     def _roi(self, pts: np.ndarray, pad: float) -> tuple[int, int, int, int] | None:
         x0 = max(int(math.floor(pts[:, 0].min() - pad)) - 1, 0)
@@ -155,13 +157,15 @@ class Canvas:
         cv2.polylines(roi, [p], closed, 255, max(1, int(round(width_px))), cv2.LINE_AA, shift=4)
         return Stamp(roi.astype(np.float32) * np.float32(1 / 255), y0, x0)
 
-    def add(self, material: str, st: Stamp, density: np.ndarray | float, contraband: bool) -> None:
+    def add(self, material: str, st: Stamp, density: np.ndarray | float, tag: str | None) -> None:
         h, w = st.alpha.shape
         val = st.alpha * density
         sl = (MATERIAL_INDEX[material], slice(st.y0, st.y0 + h), slice(st.x0, st.x0 + w))
         self.layers[sl] += val
-        if contraband and self.contraband is not None:
-            self.contraband[sl] += val
+        if tag is not None and self.track:
+            if tag not in self.contraband:
+                self.contraband[tag] = np.zeros_like(self.layers)
+            self.contraband[tag][sl] += val
 
 
 def dome(alpha: np.ndarray) -> np.ndarray:
@@ -209,6 +213,7 @@ class Scene:
         self.hosts: dict[str, list[Host]] = {}
         self.contents: list[str] = []
         self.interior: np.ndarray | None = None  # full-frame coverage of the bag's inside
+        self.drawing = "contraband"  # the class whose parts are being drawn (set by add_*)
 
     def close_bag(self, outline: np.ndarray) -> None:
         """From now on every part is clipped to the bag's inside: contents cannot poke out."""
@@ -244,7 +249,7 @@ class Scene:
             dens = (np.float32(0.55) + np.float32(0.45) * dome(st.alpha)) * np.float32(areal)
         else:
             dens = np.float32(areal)
-        self.canvas.add(material, st, dens, contraband)
+        self.canvas.add(material, st, dens, self.drawing if contraband else None)
         return st
 
     def spot(self, margin: float) -> tuple[float, float]:
@@ -636,6 +641,7 @@ def _edge_strip(sc: Scene, across: float, length_frac: tuple[float, float]) -> t
 
 def add_narcotics(sc: Scene, place: str) -> GroundTruth | None:
     """A wrapped block of compressed powder, 0.1-3 kg, hidden at `place`."""
+    sc.drawing = "narcotics"
     rng = sc.rng
     mass = float(math.exp(rng.uniform(math.log(0.1), math.log(3.0))))  # kg
     rho = float(rng.uniform(1.1, 1.4))
@@ -691,6 +697,7 @@ def add_narcotics(sc: Scene, place: str) -> GroundTruth | None:
 
 
 def add_weapon(sc: Scene, place: str) -> GroundTruth | None:
+    sc.drawing = "weapon"
     rng = sc.rng
     subtype = "knife" if place == "lining" or rng.random() < 0.45 else "firearm"
     if place == "lining":
@@ -733,6 +740,7 @@ def add_weapon(sc: Scene, place: str) -> GroundTruth | None:
 
 
 def add_currency(sc: Scene, place: str) -> GroundTruth | None:
+    sc.drawing = "currency"
     rng = sc.rng
     nw, nh = (15.6, 6.6) if rng.random() < 0.5 else (14.0, 7.7)
     cols, rows, layers = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
@@ -766,6 +774,7 @@ def add_currency(sc: Scene, place: str) -> GroundTruth | None:
 
 def add_concealment(sc: Scene, place: str, payload: bool) -> GroundTruth | None:
     """A false bottom or a double wall, with a payload inside when `payload`."""
+    sc.drawing = "concealment"
     rng = sc.rng
     if place == "false_bottom":
         w, h = 2 * sc.hw * rng.uniform(0.85, 0.97), 2 * sc.hh * rng.uniform(0.85, 0.97)
@@ -789,6 +798,7 @@ def add_concealment(sc: Scene, place: str, payload: bool) -> GroundTruth | None:
               sc.part("organic", rect(length, gap), 0.3, at=(cx, cy, ang), contraband=True)]
     gt = sc.truth("concealment", stamps, "double_wall", "double_wall")
     if payload:
+        sc.drawing = "narcotics"
         t = gap * 0.8
         mass = length * gap * 0.7 * t * 1.2 / 1000
         st = sc.part("organic", rect(length * 0.8, gap * 0.7), 1.2 * t, at=(cx, cy, ang), profile="pillow",
