@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from drivers.rtltcp_protocol import cu8_to_complex64 as cu8_to_complex  # noqa: F401  (re-exported)
 from hw_sim.rf.emitters import CLASSES, Waveform, make_waveform
 
 
@@ -240,13 +241,6 @@ def to_cu8(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(len(f), np.uint8)
     np.copyto(out, tmp, casting="unsafe")
     return out
-
-
-def cu8_to_complex(b: np.ndarray | bytes) -> np.ndarray:
-    """The inverse of to_cu8 (vectorised; the driver uses a faster lookup table)."""
-    a = np.frombuffer(b, np.uint8) if isinstance(b, bytes | bytearray | memoryview) else b
-    f = (a[: len(a) // 2 * 2].astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
-    return f.view(np.complex64)
 
 
 def synthesize(emitters: list[Emitter], *, center_hz: float, rate_hz: float, n: int, rng: np.random.Generator,
