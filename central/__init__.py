@@ -1,0 +1,1 @@
+"""Central command: the hub that receives alerts from every checkpoint, its store, and the dashboard."""

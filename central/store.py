@@ -1,0 +1,370 @@
+"""Central's durable store, behind one small interface so PostgreSQL can be added beside SQLite.
+
+`open_store(url)` picks the implementation from the URL scheme: `sqlite:///path/to/central.sqlite`
+today; issue 10 registers `postgresql://...` in `BACKENDS` with a class implementing `HubStore`,
+and the hub and the dashboard do not change. The SQL is kept to what both databases accept
+(INSERT ... ON CONFLICT DO NOTHING, no SQLite-only types), JSON is stored as text.
+
+Writes: the hub calls `write_batch` with many validated messages at once and acks them only after
+it returns, so one transaction (one fsync with synchronous=FULL) covers a whole batch.
+Reads: the dashboard calls `checkpoints`, `alerts`, `alert`, `downlinks`, and `queue_downlink`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from sync.wire import DOWNLINK_KINDS, check_doc, doc_digest
+
+
+@dataclass
+class EvidenceRow:
+    name: str
+    mime: str
+    size: int
+    sha256: str
+    path: str | None  # relative to the hub's data dir; None when the edge had lost the file
+    missing: bool = False
+
+
+@dataclass
+class Inbound:
+    """One alert or decision the hub has validated and whose evidence is already on disk."""
+
+    msg_id: str
+    msg_type: str  # "alert" | "decision"
+    checkpoint: str
+    created: float  # edge clock: when the edge committed it
+    data: dict
+    evidence: list[EvidenceRow] = field(default_factory=list)
+
+
+@dataclass
+class CheckpointStatus:
+    id: str
+    first_seen: float | None
+    last_seen: float | None
+    backlog: int | None
+    health: dict | None
+    health_t: float | None
+    clock_skew_s: float | None  # central clock minus edge clock, from heartbeats
+    rtt_s: float | None
+    software: str | None
+    proto: int | None
+    alerts: int
+
+
+@dataclass
+class Downlink:
+    version: int
+    kind: str
+    doc: dict
+    sha256: str
+    created: float
+
+
+class HubStore(Protocol):
+    """What the hub and the dashboard need; each implementation is safe to use from one thread."""
+
+    def write_batch(self, items: list[Inbound]) -> list[bool]: ...
+    def seen(self, checkpoint: str, t: float, **fields: object) -> None: ...
+    def record_health(self, checkpoint: str, t: float, backlog: int, health: dict) -> None: ...
+    def queue_downlink(self, kind: str, doc: dict, targets: list[str]) -> int: ...
+    def pending_downlinks(self, checkpoint: str) -> list[Downlink]: ...
+    def latest_downlink_version(self) -> int: ...
+    def record_downlink_ack(self, checkpoint: str, kind: str, version: int, ok: bool, error: str | None) -> bool: ...
+    def checkpoints(self) -> list[CheckpointStatus]: ...
+    def alerts(self, checkpoint: str | None = None, kind: str | None = None, severity: str | None = None,
+               since: float | None = None, until: float | None = None, limit: int = 100,
+               offset: int = 0) -> list[dict]: ...
+    def alert(self, uuid: str) -> dict | None: ...
+    def count_alerts(self) -> int: ...
+    def downlinks(self, checkpoint: str | None = None) -> list[dict]: ...
+    def close(self) -> None: ...
+
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        id TEXT PRIMARY KEY, first_seen REAL, last_seen REAL, backlog INTEGER, health TEXT, health_t REAL,
+        skew_s REAL, rtt_s REAL, software TEXT, proto INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS alerts (
+        uuid TEXT PRIMARY KEY, checkpoint TEXT NOT NULL, t REAL, kind TEXT, severity TEXT, score REAL,
+        source TEXT, created REAL NOT NULL, received REAL NOT NULL, data TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS alerts_t ON alerts (t)",
+    "CREATE INDEX IF NOT EXISTS alerts_cp_t ON alerts (checkpoint, t)",
+    """CREATE TABLE IF NOT EXISTS evidence (
+        alert_uuid TEXT NOT NULL, name TEXT NOT NULL, mime TEXT NOT NULL, size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL, path TEXT, missing INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (alert_uuid, name))""",
+    """CREATE TABLE IF NOT EXISTS decisions (
+        uuid TEXT PRIMARY KEY, alert_uuid TEXT, checkpoint TEXT NOT NULL, created REAL NOT NULL,
+        received REAL NOT NULL, data TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS decisions_alert ON decisions (alert_uuid)",
+    """CREATE TABLE IF NOT EXISTS downlink_docs (
+        version INTEGER PRIMARY KEY, kind TEXT NOT NULL, doc TEXT NOT NULL, sha256 TEXT NOT NULL,
+        created REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS downlink_targets (
+        version INTEGER NOT NULL, checkpoint TEXT NOT NULL, acked REAL, ok INTEGER, error TEXT,
+        PRIMARY KEY (version, checkpoint))""",
+    "CREATE INDEX IF NOT EXISTS downlink_targets_cp ON downlink_targets (checkpoint, version)",
+]
+SCHEMA_VERSION = 1
+
+_SEEN_FIELDS = {"backlog", "skew_s", "rtt_s", "software", "proto"}
+
+
+class SQLiteStore:
+    """The embedded default: one file, WAL, synchronous=FULL (an acked alert survives power loss)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()  # the hub thread writes while a CLI/dashboard thread may read
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.migrate()
+
+    # --- plumbing --------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        with self._lock:
+            v = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if v > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: schema v{v} is newer than this software (v{SCHEMA_VERSION})")
+            if v < SCHEMA_VERSION:
+                self.conn.execute("BEGIN IMMEDIATE")
+                for stmt in SCHEMA:
+                    self.conn.execute(stmt)
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.conn.execute("COMMIT")
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], object]) -> object:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(self.conn)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+            return out
+
+    def _query(self, sql: str, args: list | tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self.conn.execute(sql, args)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    # --- hub writes -------------------------------------------------------------------------------
+    def write_batch(self, items: list[Inbound]) -> list[bool]:
+        """Insert-or-ignore every item in one transaction; True where the row was new."""
+        now = time.time()
+
+        def tx(c: sqlite3.Connection) -> list[bool]:
+            out = []
+            for it in items:
+                d = it.data
+                if it.msg_type == "alert":
+                    cur = c.execute(
+                        "INSERT INTO alerts (uuid, checkpoint, t, kind, severity, score, source, created, received, data)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (it.msg_id, it.checkpoint, _num(d.get("t")), _s(d.get("kind")), _s(d.get("severity")),
+                         _num(d.get("score")), _s(d.get("source")), it.created, now, json.dumps(d, default=_bin)),
+                    )
+                    new = cur.rowcount == 1
+                    if new:
+                        c.executemany(
+                            "INSERT INTO evidence (alert_uuid, name, mime, size, sha256, path, missing)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            [(it.msg_id, e.name, e.mime, e.size, e.sha256, e.path, int(e.missing))
+                             for e in it.evidence],
+                        )
+                else:
+                    cur = c.execute(
+                        "INSERT INTO decisions (uuid, alert_uuid, checkpoint, created, received, data)"
+                        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (it.msg_id, _s(d.get("alert_uuid")), it.checkpoint, it.created, now,
+                         json.dumps(d, default=_bin)),
+                    )
+                    new = cur.rowcount == 1
+                out.append(new)
+            return out
+
+        return self._tx(tx)  # type: ignore[return-value]
+
+    def seen(self, checkpoint: str, t: float, **fields: object) -> None:
+        """Mark a checkpoint seen at hub time t; optional backlog, skew_s, rtt_s, software, proto."""
+        bad = set(fields) - _SEEN_FIELDS
+        if bad:
+            raise ValueError(f"unknown checkpoint fields {sorted(bad)}")
+        cols = ["id", "first_seen", "last_seen", *fields]
+        vals = [checkpoint, t, t, *fields.values()]
+        upd = ", ".join(["last_seen = excluded.last_seen", *(f"{k} = excluded.{k}" for k in fields)])
+        sql = (f"INSERT INTO checkpoints ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+               f" ON CONFLICT (id) DO UPDATE SET {upd}")
+        self._tx(lambda c: c.execute(sql, vals))
+
+    def record_health(self, checkpoint: str, t: float, backlog: int, health: dict) -> None:
+        now = time.time()
+        self._tx(lambda c: c.execute(
+            "INSERT INTO checkpoints (id, first_seen, last_seen, backlog, health, health_t) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, backlog = excluded.backlog,"
+            " health = excluded.health, health_t = excluded.health_t",
+            (checkpoint, now, now, backlog, json.dumps(health, default=_bin), t)))
+
+    # --- downlink ---------------------------------------------------------------------------------
+    def queue_downlink(self, kind: str, doc: dict, targets: list[str]) -> int:
+        """Store a new version of a document for these checkpoints; returns its version number.
+
+        Versions are one increasing sequence over all kinds; a checkpoint is sent, per kind, only
+        the newest version addressed to it, so one that was offline catches up in one step.
+        """
+        if kind not in DOWNLINK_KINDS:
+            raise ValueError(f"unknown downlink kind {kind!r}; one of {DOWNLINK_KINDS}")
+        check_doc(kind, doc)
+        if not targets:
+            raise ValueError("no target checkpoints")
+        digest = doc_digest(doc)
+
+        def tx(c: sqlite3.Connection) -> int:
+            cur = c.execute("INSERT INTO downlink_docs (kind, doc, sha256, created) VALUES (?, ?, ?, ?)",
+                            (kind, json.dumps(doc), digest, time.time()))
+            v = int(cur.lastrowid)
+            c.executemany("INSERT INTO downlink_targets (version, checkpoint) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                          [(v, t) for t in targets])
+            return v
+
+        return self._tx(tx)  # type: ignore[return-value]
+
+    def pending_downlinks(self, checkpoint: str) -> list[Downlink]:
+        rows = self._query(
+            "SELECT d.version, d.kind, d.doc, d.sha256, d.created, t.acked, t.ok FROM downlink_docs d"
+            " JOIN downlink_targets t ON t.version = d.version"
+            " WHERE t.checkpoint = ? AND d.version = (SELECT max(d2.version) FROM downlink_docs d2"
+            "   JOIN downlink_targets t2 ON t2.version = d2.version WHERE t2.checkpoint = ? AND d2.kind = d.kind)",
+            (checkpoint, checkpoint))
+        return [Downlink(r["version"], r["kind"], json.loads(r["doc"]), r["sha256"], r["created"])
+                for r in rows if r["acked"] is None]
+
+    def latest_downlink_version(self) -> int:
+        return self._query("SELECT coalesce(max(version), 0) AS v FROM downlink_docs")[0]["v"]
+
+    def record_downlink_ack(self, checkpoint: str, kind: str, version: int, ok: bool, error: str | None) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE downlink_targets SET acked = ?, ok = ?, error = ? WHERE version = ? AND checkpoint = ?"
+                " AND acked IS NULL AND version IN (SELECT version FROM downlink_docs WHERE kind = ?)",
+                (time.time(), int(ok), error, version, checkpoint, kind))
+            return cur.rowcount == 1
+
+        return self._tx(tx)  # type: ignore[return-value]
+
+    def downlinks(self, checkpoint: str | None = None) -> list[dict]:
+        sql = ("SELECT d.version, d.kind, d.sha256, d.created, t.checkpoint, t.acked, t.ok, t.error"
+               " FROM downlink_docs d JOIN downlink_targets t ON t.version = d.version")
+        args: list = []
+        if checkpoint:
+            sql += " WHERE t.checkpoint = ?"
+            args.append(checkpoint)
+        rows = self._query(sql + " ORDER BY d.version DESC, t.checkpoint", args)
+        for r in rows:
+            r["ok"] = None if r["ok"] is None else bool(r["ok"])
+        return rows
+
+    # --- dashboard reads --------------------------------------------------------------------------
+    def checkpoints(self) -> list[CheckpointStatus]:
+        rows = self._query(
+            "SELECT c.*, (SELECT count(*) FROM alerts a WHERE a.checkpoint = c.id) AS n FROM checkpoints c ORDER BY c.id")
+        return [CheckpointStatus(r["id"], r["first_seen"], r["last_seen"], r["backlog"],
+                                 json.loads(r["health"]) if r["health"] else None, r["health_t"], r["skew_s"],
+                                 r["rtt_s"], r["software"], r["proto"], r["n"]) for r in rows]
+
+    def alerts(self, checkpoint: str | None = None, kind: str | None = None, severity: str | None = None,
+               since: float | None = None, until: float | None = None, limit: int = 100,
+               offset: int = 0) -> list[dict]:
+        """Newest first by the edge's own alert time; `kind` matches a prefix ("rf." for all radio)."""
+        where, args = [], []
+        if checkpoint:
+            where.append("checkpoint = ?")
+            args.append(checkpoint)
+        if kind:
+            where.append("kind LIKE ? ESCAPE '\\'")
+            args.append(kind.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if severity:
+            where.append("severity = ?")
+            args.append(severity)
+        if since is not None:
+            where.append("t >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("t < ?")
+            args.append(until)
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY t DESC, uuid LIMIT ? OFFSET ?"
+        rows = self._query(sql, [*args, int(limit), int(offset)])
+        for r in rows:
+            r["data"] = json.loads(r["data"])
+        return rows
+
+    def alert(self, uuid: str) -> dict | None:
+        """One alert with its evidence (paths relative to the hub's data dir) and officer decisions."""
+        rows = self._query("SELECT * FROM alerts WHERE uuid = ?", (uuid,))
+        if not rows:
+            return None
+        a = rows[0]
+        a["data"] = json.loads(a["data"])
+        a["evidence"] = self._query("SELECT name, mime, size, sha256, path, missing FROM evidence"
+                                    " WHERE alert_uuid = ? ORDER BY name", (uuid,))
+        for e in a["evidence"]:
+            e["missing"] = bool(e["missing"])
+        a["decisions"] = self._query("SELECT * FROM decisions WHERE alert_uuid = ? ORDER BY created", (uuid,))
+        for d in a["decisions"]:
+            d["data"] = json.loads(d["data"])
+        return a
+
+    def count_alerts(self) -> int:
+        return self._query("SELECT count(*) AS n FROM alerts")[0]["n"]
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _s(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _bin(v: object) -> object:
+    if isinstance(v, bytes):
+        return v.hex()
+    raise TypeError(type(v).__name__)
+
+
+def _open_sqlite(url: str) -> HubStore:
+    u = urlparse(url)
+    path = (u.netloc + u.path) if u.netloc else u.path
+    if not path:
+        raise ValueError(f"store URL {url!r}: no file path (use sqlite:///path/to/central.sqlite)")
+    return SQLiteStore(path)
+
+
+# scheme -> opener; issue 10 adds "postgresql" here.
+BACKENDS: dict[str, Callable[[str], HubStore]] = {"sqlite": _open_sqlite}
+
+
+def open_store(url: str) -> HubStore:
+    scheme = urlparse(url).scheme
+    if scheme not in BACKENDS:
+        raise ValueError(f"store URL {url!r}: unsupported scheme {scheme!r} (known: {', '.join(BACKENDS)})")
+    return BACKENDS[scheme](url)
