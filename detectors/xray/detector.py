@@ -231,6 +231,17 @@ def _metadata_names(sess: ort.InferenceSession) -> list[str] | None:
     return None
 
 
+def _metadata_thresholds(sess: ort.InferenceSession, class_names: list[str]) -> dict[str, float]:
+    raw = sess.get_modelmeta().custom_metadata_map.get("thresholds")
+    if not raw:
+        return {}
+    try:
+        d = json.loads(raw)
+        return {str(k): float(v) for k, v in d.items() if k in class_names}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ModelLayoutError(f"model metadata 'thresholds' is not a JSON object of numbers: {e}") from e
+
+
 class OnnxDetector:
     """An ONNX model in one of three layouts, behind the Detector interface."""
 
@@ -284,7 +295,11 @@ class OnnxDetector:
                 if names is None:
                     raise ModelLayoutError(f"{path}: give class_names for this end-to-end model")
         self.class_names = list(names)
-        self.post = Postprocess(self.class_names, dict(thresholds or {}), default_threshold)
+        # The model's own operating point (chosen on a validation draw when it was trained) applies
+        # to every class the configuration leaves out; the configuration always wins.
+        self.model_thresholds = _metadata_thresholds(self.session, self.class_names)
+        merged = {**self.model_thresholds, **dict(thresholds or {})}
+        self.post = Postprocess(self.class_names, merged, default_threshold)
 
     # The three layouts differ only in the tensor they want and how they encode boxes.
     def prepare(self, high: np.ndarray, low: np.ndarray | None) -> tuple[np.ndarray, object]:

@@ -1,0 +1,263 @@
+"""Measure our model and the physics baseline on a labelled dataset (`zastava sim dataset xray`).
+
+    zastava eval xray --data DIR [--model PATH] [--out DIR] [--json]
+
+Figures, per class, for each detector:
+- pd: share of bags carrying the class in which a finding of that class, at the operating
+  threshold, overlaps a true object of that class with IoU >= 0.3 (an officer is sent to the
+  right place; 0.3 because long thin objects' boxes are ambiguous by a few pixels);
+- ap50: average precision at IoU 0.5 over all bags (all-point interpolation, as in VOC/COCO);
+and false_alarms_per_clean_bag: findings of any class at the operating thresholds, per clean bag.
+The operating thresholds are the model's own (chosen on a validation draw at training time and
+stored in the ONNX metadata) or 0.5 where it carries none; the baseline uses 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from detectors.xray import CLASSES
+from detectors.xray.detector import MIN_CANDIDATE_SCORE, OnnxDetector, XrayFinding, load_detector
+from detectors.xray.preprocess import pseudocolor
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "xray" / "zastava-xray.onnx"
+PD_IOU = 0.3
+AP_IOU = 0.5
+BASELINE_THRESHOLD = 0.5
+
+
+@dataclass
+class Sample:
+    name: str
+    high: np.ndarray
+    low: np.ndarray | None
+    truth: list[tuple[str, tuple[int, int, int, int]]]
+
+
+def _read16(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.dtype != np.uint16 or img.ndim != 2:
+        raise ValueError(f"{path}: not a 16-bit grey PNG")
+    return img
+
+
+def load_dataset(data: Path) -> Iterator[Sample]:
+    """Bags of a dataset folder: labels.jsonl, one line per bag, naming its image files."""
+    labels = data / "labels.jsonl"
+    if not labels.is_file():
+        raise FileNotFoundError(f"{labels} not found: is {data} a dataset from `zastava sim dataset xray`?")
+    with labels.open() as fh:
+        for n, line in enumerate(fh):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            files = rec.get("files", rec)
+            high = _read16(data / files["high"])
+            low = _read16(data / files["low"]) if files.get("low") else None
+            truth = [(o.get("cls") or o["class"], tuple(int(v) for v in o["box"])) for o in rec.get("objects", [])]
+            yield Sample(str(rec.get("bag_id", rec.get("id", n))), high, low, truth)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box in a (N,4) with each in b (M,4) -> (N, M)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def average_precision(scored: list[tuple[float, bool]], n_true: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """All-point interpolated AP from (score, is_true_positive) pairs; also the PR curve."""
+    if n_true == 0:
+        return float("nan"), np.zeros(0), np.zeros(0)
+    if not scored:
+        return 0.0, np.zeros(1), np.zeros(1)
+    order = sorted(scored, key=lambda s: -s[0])
+    tp = np.cumsum([1.0 if t else 0.0 for _, t in order])
+    fp = np.cumsum([0.0 if t else 1.0 for _, t in order])
+    recall = tp / n_true
+    precision = tp / np.maximum(tp + fp, 1e-9)
+    mrec = np.concatenate(([0.0], recall, [recall[-1]]))
+    mpre = np.concatenate(([1.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    idx = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1])), recall, precision
+
+
+def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
+                   thresholds: dict[str, float]) -> tuple[dict, dict]:
+    """Figures in the published layout, and the PR curves per class for the plots."""
+    classes, curves = {}, {}
+    clean = [i for i, t in enumerate(truths) if not t]
+    for c in CLASSES:
+        thr = thresholds.get(c, 0.5)
+        scored: list[tuple[float, bool]] = []
+        n_true, bags_with, bags_hit = 0, 0, 0
+        for finds, truth in zip(per_bag, truths, strict=True):
+            gt = np.array([b for k, b in truth if k == c], np.float64).reshape(-1, 4)
+            fs = sorted((f for f in finds if f.cls == c), key=lambda f: -f.score)
+            n_true += len(gt)
+            if len(gt):
+                bags_with += 1
+                op = [f.box for f in fs if f.score >= thr]
+                if op and (iou(np.array(op), gt) >= PD_IOU).any():
+                    bags_hit += 1
+            used = np.zeros(len(gt), bool)
+            ious = iou(np.array([f.box for f in fs]), gt) if fs and len(gt) else None
+            for k, f in enumerate(fs):
+                hit = False
+                if ious is not None:
+                    cand = np.where(~used, ious[k], -1.0)
+                    j = int(np.argmax(cand))
+                    if cand[j] >= AP_IOU:
+                        used[j], hit = True, True
+                scored.append((f.score, hit))
+        ap, rec, prec = average_precision(scored, n_true)
+        classes[c] = {"pd": round(bags_hit / bags_with, 4) if bags_with else None,
+                      "ap50": round(ap, 4) if n_true else None}
+        curves[c] = (rec, prec)
+    fa = sum(1 for i in clean for f in per_bag[i] if f.score >= thresholds.get(f.cls, 0.5))
+    return {"classes": classes, "false_alarms_per_clean_bag": round(fa / len(clean), 4) if clean else None}, curves
+
+
+def run_all(detector, samples: Iterable[Sample], progress: bool = False) -> tuple[list, list, list[str], float]:
+    per_bag, truths, names, spent = [], [], [], 0.0
+    for n, s in enumerate(samples):
+        t0 = time.perf_counter()
+        per_bag.append(detector.detect(s.high, s.low))
+        spent += time.perf_counter() - t0
+        truths.append(s.truth)
+        names.append(s.name)
+        if progress and (n + 1) % 500 == 0:
+            print(f"  {n + 1} bags", file=sys.stderr)
+    return per_bag, truths, names, spent
+
+
+def model_thresholds(path: Path) -> dict[str, float]:
+    """The operating thresholds the model carries in its metadata (or none)."""
+    det = OnnxDetector(path, "zastava", threads=1)
+    return dict(det.model_thresholds)
+
+
+def plot_pr(curves: dict[str, dict], path: Path) -> None:
+    """PR curves, one panel per class, model in red, baseline in blue (OpenCV drawing: no
+    plotting library is a runtime dependency)."""
+    W, H, M = 300, 300, 40
+    panels = []
+    for c in CLASSES:
+        img = np.full((H + 2 * M, W + 2 * M, 3), 255, np.uint8)
+        cv2.rectangle(img, (M, M), (M + W, M + H), (0, 0, 0), 1)
+        for k in range(1, 10):
+            cv2.line(img, (M + k * W // 10, M), (M + k * W // 10, M + H), (230, 230, 230), 1)
+            cv2.line(img, (M, M + k * H // 10), (M + W, M + k * H // 10), (230, 230, 230), 1)
+        for name, colour in (("model", (0, 0, 220)), ("baseline", (220, 90, 0))):
+            if name not in curves:
+                continue
+            rec, prec = curves[name][c]
+            if len(rec) > 1:
+                pts = np.stack([M + rec * W, M + (1 - prec) * H], 1).astype(np.int32)
+                cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)
+        cv2.putText(img, f"{c}: recall ->, precision ^", (M, M - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        cv2.putText(img, "model", (M + 5, M + H + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 220), 1)
+        cv2.putText(img, "baseline", (M + 80, M + H + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (220, 90, 0), 1)
+        panels.append(img)
+    cv2.imwrite(str(path), np.hstack(panels))
+
+
+def draw_examples(samples: list[Sample], finds: list[list[XrayFinding]], thresholds: dict[str, float],
+                  path: Path) -> None:
+    """A grid of bags: truth in white, findings at the operating threshold in red with labels."""
+    tiles = []
+    for s, fs in zip(samples, finds, strict=True):
+        img = pseudocolor(s.high, s.low)
+        for _, (x1, y1, x2, y2) in s.truth:
+            cv2.rectangle(img, (x1, y1), (x2, y2), (255, 255, 255), 3)
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 0), 1)
+        for f in fs:
+            if f.score < thresholds.get(f.cls, 0.5):
+                continue
+            x1, y1, x2, y2 = f.box
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 230), 2)
+            cv2.putText(img, f"{f.cls} {f.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 0, 230), 1, cv2.LINE_AA)
+        tiles.append(cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
+    while len(tiles) % 4:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.hstack(tiles[i:i + 4]) for i in range(0, len(tiles), 4)]
+    cv2.imwrite(str(path), np.vstack(rows))
+
+
+def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None, progress: bool = True) -> dict:
+    """Both detectors over the dataset; writes pr_curves.png, examples_*.png and details.json."""
+    data = Path(data)
+    model = Path(model) if model else DEFAULT_MODEL
+    out_dir = Path(out_dir) if out_dir else data / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = {c: MIN_CANDIDATE_SCORE for c in CLASSES}
+    result: dict = {}
+    curves: dict = {}
+    details: dict = {"pd_iou": PD_IOU, "ap_iou": AP_IOU}
+    samples = list(load_dataset(data))
+    truths = [s.truth for s in samples]
+    runs = {}
+    if model.is_file():
+        det = load_detector(model, "zastava", thresholds=raw, threads=1)
+        op = {c: model_thresholds(model).get(c, 0.5) for c in CLASSES}
+        per_bag, _, _, spent = run_all(det, samples, progress)
+        result["model"], curves["model"] = score_detector(per_bag, truths, op)
+        details["model"] = {"path": str(model), "thresholds": op, "ms_per_bag": round(1000 * spent / len(samples), 2)}
+        runs["model"] = (per_bag, op)
+    else:
+        print(f"no model at {model}: measuring the baseline only", file=sys.stderr)
+    base = load_detector("physics", thresholds=raw)
+    per_bag, _, _, spent = run_all(base, samples, progress)
+    bop = {c: BASELINE_THRESHOLD for c in CLASSES}
+    result["baseline"], curves["baseline"] = score_detector(per_bag, truths, bop)
+    details["baseline"] = {"thresholds": bop, "ms_per_bag": round(1000 * spent / len(samples), 2)}
+    runs["baseline"] = (per_bag, bop)
+    result["bags"] = len(samples)
+    result["clean_bags"] = sum(1 for t in truths if not t)
+    plot_pr(curves, out_dir / "pr_curves.png")
+    # examples: the first two bags of each class and two clean ones
+    pick: list[int] = []
+    for c in (*CLASSES, None):
+        idx = [i for i, t in enumerate(truths) if (c is None and not t) or (c and any(k == c for k, _ in t))]
+        pick += idx[:2]
+    for name, (per, thr) in runs.items():
+        draw_examples([samples[i] for i in pick], [per[i] for i in pick], thr, out_dir / f"examples_{name}.png")
+    (out_dir / "details.json").write_text(json.dumps({**details, **result}, indent=1, sort_keys=True) + "\n")
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The figures as a plain-text table, model beside baseline."""
+    who = [k for k in ("model", "baseline") if k in result]
+    head = f"{'class':<12}" + "".join(f"{w + ' pd':>14}{w + ' AP50':>16}" for w in who)
+    lines = [f"X-ray detection on {result['bags']} bags ({result['clean_bags']} clean)", head, "-" * len(head)]
+
+    def fmt(v):
+        return "       -" if v is None else f"{v:8.3f}"
+
+    for c in CLASSES:
+        row = f"{c:<12}"
+        for w in who:
+            r = result[w]["classes"][c]
+            row += f"{fmt(r['pd']):>14}{fmt(r['ap50']):>16}"
+        lines.append(row)
+    lines.append("-" * len(head))
+    lines.append(f"{'FA/clean bag':<12}" + "".join(f"{fmt(result[w]['false_alarms_per_clean_bag']):>14}{'':>16}"
+                                                   for w in who))
+    return "\n".join(lines)
