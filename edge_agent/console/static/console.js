@@ -158,6 +158,7 @@ document.querySelectorAll("#bag-decide [data-decision]").forEach((b) => b.addEve
 }));
 
 function toast(msg, bad) {
+  document.querySelectorAll(".toast").forEach((x) => x.remove());
   const t = Z.el("div", {class: "toast" + (bad ? " bad" : "")}, msg);
   document.body.append(t);
   setTimeout(() => t.remove(), 3500);
@@ -171,8 +172,10 @@ function status(a) {
 
 function renderAlerts() {
   const pendingOnly = $("only-pending").checked;
-  const xs = S.alerts.filter((a) => !a.kind.startsWith("rf.") || true).filter((a) => !pendingOnly || !a.decisions.length);
-  $("pending").textContent = S.alerts.filter((a) => !a.decisions.length).length;
+  const xs = S.alerts.filter((a) => !pendingOnly || !a.decisions.length);
+  const pending = S.alerts.filter((a) => !a.decisions.length).length;
+  $("pending").textContent = pending;
+  $("pending").hidden = !pending;
   const tb = document.querySelector("#alert-table tbody");
   tb.replaceChildren(...xs.map((a) => Z.el("tr", {class: `sev-${a.severity}${a.uuid === S.sel ? " sel" : ""}`, "data-uuid": a.uuid,
     onclick: () => select(a.uuid)},
@@ -202,7 +205,7 @@ function select(uuid) {
   const ev = (a.evidence || []).map((e) => e.mime.startsWith("image/")
     ? Z.el("img", {class: "evidence", src: "/files/" + e.path, alt: e.name})
     : Z.el("a", {href: "/files/" + e.path, download: e.name}, `${e.name} (${(e.size / 1024).toFixed(0)} kB)`));
-  $("alert-detail").replaceChildren(
+  $("alert-detail").replaceChildren(...[
     Z.el("h2", {}, a.kind, " ", Z.el("span", {class: "sev " + a.severity}, a.severity)),
     Z.el("div", {class: "kv"}, Z.el("span", {}, "Time"), Z.el("b", {}, Z.datetime(a.t) + ` (clock ${a.clock})`)),
     Z.el("div", {class: "kv"}, Z.el("span", {}, "Source"), Z.el("b", {}, a.source + (a.bag_id ? ` · bag ${a.bag_id}` : ""))),
@@ -218,7 +221,8 @@ function select(uuid) {
     canDecide() ? Z.el("div", {class: "btnrow"},
       Z.el("button", {class: "ok", id: "d-cleared", onclick: () => decide([uuid], "cleared")}, "Cleared ", Z.el("kbd", {}, "C")),
       Z.el("button", {id: "d-searched", onclick: () => decide([uuid], "searched_nothing_found")}, "Searched, nothing found ", Z.el("kbd", {}, "S")),
-      Z.el("button", {class: "danger", id: "d-contraband", onclick: () => askKind([uuid])}, "Contraband found ", Z.el("kbd", {}, "X"))) : null);
+      Z.el("button", {class: "danger", id: "d-contraband", onclick: () => askKind([uuid])}, "Contraband found ", Z.el("kbd", {}, "X"))) : null,
+  ].filter(Boolean));
 }
 
 function onAlert(ev) {
@@ -242,7 +246,7 @@ function onDecision(ev) {
 class Waterfall {
   constructor(id, rx) {
     this.id = id; this.rx = rx;
-    this.lo = -100; this.hi = -20;
+    this.lo = -100; this.hi = -20; this.rows = 0;
     const wrap = Z.el("div", {class: "rx", id: "rx-" + id});
     this.title = Z.el("h3", {});
     this.markers = Z.el("canvas", {class: "markers", height: 44});
@@ -264,6 +268,7 @@ class Waterfall {
   }
   push(row) {
     if (!row || !row.length) return;
+    this.rows++;
     const c = this.canvas, ctx = c.getContext("2d");
     if (c.width !== row.length) { c.width = row.length; }
     const sorted = [...row].sort((a, b) => a - b);
