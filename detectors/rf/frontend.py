@@ -128,6 +128,7 @@ class BlockResult:
     row_len: int  # samples per spectrogram row
     jam_fraction: float  # share of the band whose instant floor rose over the baseline
     jam_rise_db: float  # median rise over that share
+    jam_band: tuple[float, float] | None = None  # lowest and highest risen frequency (Hz)
     nonfinite: int = 0
 
     @property
@@ -305,7 +306,7 @@ class FrontEnd:
             st = _TuningState(floor_db=inst.copy(), baseline_db=inst.copy(), t_last=t_end,
                               carry=np.empty(0, np.complex64), carry_t=t_end)
             self._tunings[key] = st
-        jam_fraction, jam_rise = self._update_floor(st, inst, t_end)
+        jam_fraction, jam_rise, jam_bins = self._update_floor(st, inst, t_end)
         used = nrows * self.row_len
         st.carry = x[used:].copy()
         st.carry_t = t0 + used / rate_hz
@@ -313,14 +314,17 @@ class FrontEnd:
         bursts, st.last_ratio = self.detect(rows, st.floor_db, t0, center_hz, rate_hz, prev)
         return BlockResult(t=t0, center_hz=center_hz, rate_hz=rate_hz, samples=x, rows_db=rows_db,
                            floor_db=st.floor_db.copy(), bursts=bursts, row_len=self.row_len,
-                           jam_fraction=jam_fraction, jam_rise_db=jam_rise, nonfinite=bad)
+                           jam_fraction=jam_fraction, jam_rise_db=jam_rise, nonfinite=bad,
+                           jam_band=None if jam_bins is None else
+                           tuple(center_hz + (b - rows.shape[1] / 2) * rate_hz / rows.shape[1] for b in jam_bins))
 
     def _pending_state(self, key, x, t0) -> None:
         """A tuning seen only in blocks too short for a row so far: hold its samples."""
         self._tunings[key] = _TuningState(floor_db=np.empty(0), baseline_db=np.empty(0), t_last=t0,
                                           carry=x.copy(), carry_t=t0)
 
-    def _update_floor(self, st: _TuningState, inst: np.ndarray, t_end: float) -> tuple[float, float]:
+    def _update_floor(self, st: _TuningState, inst: np.ndarray,
+                      t_end: float) -> tuple[float, float, tuple[int, int] | None]:
         c = self.cfg
         dt = max(0.0, t_end - st.t_last)
         st.t_last = t_end
@@ -328,16 +332,20 @@ class FrontEnd:
         down = inst < st.floor_db
         # fast down (a quieter floor is real), slow up (a rise is a signal until it persists)
         st.floor_db = np.where(down, st.floor_db + 0.3 * (inst - st.floor_db), st.floor_db + a_up * (inst - st.floor_db))
-        rise = (inst - st.baseline_db)[self.valid_bins]
-        risen = rise > c.jam_rise_db
+        rise_all = inst - st.baseline_db
+        risen_all = (rise_all > c.jam_rise_db) & self.valid_bins
+        rise = rise_all[self.valid_bins]
+        risen = risen_all[self.valid_bins]
         fraction = float(np.count_nonzero(risen)) / max(1, rise.size)
         rise_db = float(np.median(rise[risen])) if risen.any() else 0.0
+        where = np.flatnonzero(risen_all)
+        band = (int(where[0]), int(where[-1]) + 1) if where.size else None
         if fraction < c.jam_min_fraction:  # the baseline learns only while the band is not jammed
             a_b = 1.0 - math.exp(-dt / c.baseline_tau_s) if c.baseline_tau_s > 0 else 1.0
             bdown = inst < st.baseline_db
             st.baseline_db = np.where(bdown, st.baseline_db + 0.5 * (inst - st.baseline_db),
                                       st.baseline_db + a_b * (inst - st.baseline_db))
-        return fraction, rise_db
+        return fraction, rise_db, band
 
     def detect(self, rows: np.ndarray, floor_db: np.ndarray, t0: float, center_hz: float,
                rate_hz: float, prev_ratio: np.ndarray | None = None) -> tuple[list[Burst], np.ndarray]:
