@@ -48,11 +48,20 @@ def match_burst(bursts, freq_hz: float, bandwidth_hz: float):
 
 
 def make_snippet(cls: str, snr_db: float, rng: np.random.Generator, rate_hz: float = RATE_HZ) -> Snippet | None:
-    """One capture of `cls` at `snr_db` through the front end and the channeliser."""
-    n = int(CAPTURE_S * rate_hz)
-    start = float(rng.uniform(0.02, 0.04))
-    dur = float(rng.uniform(0.04, CAPTURE_S - start - 0.01))
+    """One capture of `cls` at `snr_db` through the front end and the channeliser.
+
+    Half the captures are a burst inside a longer stretch of noise (15..130 ms keyed inside
+    0.16 s), half have the emitter on from the first sample to the last, over 27..109 ms (the
+    simulator dataset's labelled captures, and a continuous emitter in one 2^18-sample block).
+    """
     params = random_params(cls, rng, rate_hz)
+    if rng.random() < 0.5:
+        n = int(CAPTURE_S * rate_hz)
+        start = float(rng.uniform(0.0, 0.02))
+        dur = float(rng.uniform(0.015, CAPTURE_S - start - 0.01))
+    else:
+        n = int(rng.choice([1 << 16, 1 << 17, 1 << 18]))
+        start, dur = 0.0, n / rate_hz
     if cls == "noise":
         x8 = synthesize([], center_hz=CENTER_HZ, rate_hz=rate_hz, n=n, rng=rng, flaws=_flaws(rng), quantize=True)
         x = cu8_to_complex64(x8)
@@ -65,7 +74,8 @@ def make_snippet(cls: str, snr_db: float, rng: np.random.Generator, rate_hz: flo
     off = float(rng.uniform(-reach, reach))
     if abs(off) < 20e3:  # keep off the DC spike, as a receiver's tuning plan would
         off = math.copysign(20e3 + abs(off), off if off else 1.0)
-    em = Emitter(cls=cls, freq_hz=CENTER_HZ + off, snr_db=snr_db, params=params, schedule=[(start, start + dur)])
+    em = Emitter(cls=cls, freq_hz=CENTER_HZ + off, snr_db=snr_db, params=params,
+                 schedule=[(start, start + dur)] if start > 0 else None)
     x8 = synthesize([em], center_hz=CENTER_HZ, rate_hz=rate_hz, n=n, rng=rng, flaws=_flaws(rng), quantize=True)
     x = cu8_to_complex64(x8)
     res = FrontEnd().process(x, 0.0, CENTER_HZ, rate_hz)
@@ -77,7 +87,7 @@ def make_snippet(cls: str, snr_db: float, rng: np.random.Generator, rate_hz: flo
     return Snippet(iq, cls, snr_db, b.bandwidth_hz, True)
 
 
-def make_set(per_class: int, seed: int, snr_range: tuple[float, float] = (0.0, 30.0),
+def make_set(per_class: int, seed: int, snr_range: tuple[float, float] = (-4.0, 26.0),
              classes: tuple[str, ...] = CLASSES, log=None) -> dict:
     """`per_class` detected snippets of every class at SNRs uniform in `snr_range`.
 

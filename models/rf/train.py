@@ -84,7 +84,7 @@ def _dataset(per_class: int, seed: int, log) -> dict:
 
 def accuracy_by_snr(pred: np.ndarray, y: np.ndarray, snr: np.ndarray, step: float = 5.0) -> dict[str, float]:
     out = {}
-    for lo in np.arange(0, 30, step):
+    for lo in np.arange(-5, 30, step):
         m = (snr >= lo) & (snr < lo + step)
         if m.any():
             out[f"{int(lo)}-{int(lo + step)}"] = round(float((pred[m] == y[m]).mean()), 4)
