@@ -1,0 +1,1 @@
+"""The command dashboard (FastAPI + static pages), served by the central process."""
