@@ -45,7 +45,7 @@ class ImageFile:
 def parse_name(name: str) -> tuple[str, str | None]:
     """'BAG17_high.png' -> ('BAG17', 'high'); 'BAG17.png' -> ('BAG17', None)."""
     stem = Path(name).name
-    for suf in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+    for suf in sorted(IMAGE_SUFFIXES | {".dcs", ".dcm", ".dicom"}, key=len, reverse=True):
         if stem.lower().endswith(suf):
             stem = stem[: -len(suf)]
             break

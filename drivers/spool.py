@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 from drivers.base import HealthMixin, XrayFrame, backoff_delays
 from drivers.dicos import DicosImage, DicosRefused, EnergyPairer, Pair, frame_from_pair, read_dicos
-from drivers.imagefiles import IMAGE_SUFFIXES, ImageFile, ImageRefused, read_image_file
+from drivers.imagefiles import IMAGE_SUFFIXES, ImageFile, ImageRefused, parse_name, read_image_file
 from drivers.registry import register
 
 log = logging.getLogger("zastava.drivers.spool")
@@ -121,12 +121,19 @@ class SpoolSource(HealthMixin):
         self._held: set[str] = set()
         self._closed = threading.Event()
         self._running = False
+        self._started_once = False
 
     # -- folder plumbing -----------------------------------------------------------------------
     def _start(self) -> None:
         """Open the ledger and finish what a crash interrupted (moves after a recorded hand-over)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self._started_once:
+            # created on the first start only: after that a missing folder is an unmounted share
+            # or a removed disk, and creating it would write the spool onto the wrong filesystem
+            self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.dir.is_dir():
+            raise FileNotFoundError(f"spool folder {self.dir} is missing")
         self.ledger = Ledger(self.dir / LEDGER_NAME)
+        self._started_once = True
         for name, size, mtime_ns, status, reason in self.ledger.unfinished():
             p = self.dir / name
             try:
@@ -229,7 +236,9 @@ class SpoolSource(HealthMixin):
     def _pair(self, entry: Entry, now: float) -> list[Pair[Entry]]:
         d = entry.decoded
         if isinstance(d, DicosImage):
-            return self.pairer.add(("dicos", d.pair_key), d.energy, entry, now, rank=d.kvp)
+            # energy from Image Type; else from the file name's _high/_low; else kVp decides
+            energy = d.energy or parse_name(entry.name)[1]
+            return self.pairer.add(("dicos", d.pair_key), energy, entry, now, rank=d.kvp)
         return self.pairer.add(("image", d.bag_id), d.energy, entry, now)
 
     def _frame(self, pair: Pair[Entry]) -> XrayFrame:
