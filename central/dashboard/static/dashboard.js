@@ -61,7 +61,7 @@ async function loadFeed() {
 }
 function feedRow(a, fresh) {
   return Z.el("tr", {"data-uuid": a.uuid, class: (a.uuid === D.sel ? "sel " : "") + (fresh ? "new" : ""), onclick: () => select(a.uuid)},
-    Z.el("td", {}, Z.datetime(a.t)), Z.el("td", {}, a.checkpoint), Z.el("td", {}, a.source), Z.el("td", {}, a.kind),
+    Z.el("td", {title: Z.datetime(a.t)}, Z.datetime(a.t).slice(5)), Z.el("td", {}, a.checkpoint), Z.el("td", {}, a.source), Z.el("td", {}, a.kind),
     Z.el("td", {}, Z.el("span", {class: "sev " + a.severity}, a.severity)), Z.el("td", {}, (a.score * 100).toFixed(0) + "%"),
     Z.el("td", {class: "dec"}, decisionText(a.decision)));
 }

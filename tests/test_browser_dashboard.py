@@ -1,0 +1,103 @@
+"""The command dashboard in headless Debian chromium, on central's real store filled through its hub API."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from central.config import DashboardConfig
+from central.dashboard.server import start_dashboard
+from central.store import open_store
+from tests.conftest import free_port, wait_for
+from tests.test_browser_console import CHROMIUM_ARGS, SHOTS, browser, login, pytestmark  # noqa: F401
+from tests.test_dashboard import fill_users, put_alert, put_decision
+
+__all__ = ["pytestmark"]
+
+
+@pytest.fixture
+def central(tmp_path):
+    data = tmp_path / "central"
+    data.mkdir()
+    fill_users(data)
+    store = open_store(f"sqlite:///{data / 'central.sqlite'}")
+    now = time.time()
+    for i, cp in enumerate(("cp-north-01", "cp-east-02", "cp-south-03", "cp-west-04")):
+        devs = {"L1.source": {"state": "ok"}, "L1.control": {"state": "ok"}, "rx1.source": {"state": "ok"}}
+        if cp == "cp-east-02":
+            devs["rx1.source"] = {"state": "stalled", "last_error": "rtl_tcp stalled"}
+        store.record_health(cp, now, i * 2, {"devices": devs})
+        store.seen(cp, now - (900 if cp == "cp-west-04" else 1), backlog=i * 2 if cp != "cp-west-04" else 57,
+                   skew_s=0.01 * i)
+    kinds = [("xray.narcotics", "high"), ("rf.unlicensed", "medium"), ("xray.weapon", "critical"),
+             ("rf.drone", "high"), ("xray.currency", "medium"), ("xray.concealment", "medium")]
+    for j in range(12):
+        k, s = kinds[j % len(kinds)]
+        uid = put_alert(store, data, ("cp-north-01", "cp-east-02", "cp-south-03")[j % 3], k, s, now - 300 * (j + 1), seed=j)
+        if j % 2:
+            put_decision(store, "cp-north-01", uid, officer="olga", decision="cleared", kind=None)
+    cfg = DashboardConfig(secure_cookies=False, bind=f"127.0.0.1:{free_port()}")
+    stop = threading.Event()
+    h = start_dashboard(cfg, store, data, stop, poll_s=0.3)
+    yield f"http://{cfg.bind}", store, data
+    stop.set()
+    wait_for(lambda: not h.thread.is_alive(), 5, what="dashboard stopped")
+    store.close()
+
+
+def test_dashboard_in_chromium(browser, central):  # noqa: F811
+    base, store, data = central
+    ctx = browser.new_context(viewport={"width": 1700, "height": 950})
+    page = ctx.new_page()
+    login(page, base, "sam")
+    page.wait_for_selector("#cp-table tr[data-cp='cp-west-04']")
+    assert "OFFLINE" in page.inner_text("#cp-table tr[data-cp='cp-west-04']")
+    assert "degraded" in page.inner_text("#cp-table tr[data-cp='cp-east-02']")
+    assert "3/4 checkpoints online" in page.inner_text("#summary")
+    assert page.locator("#feed tbody tr").count() == 12
+
+    # a new alert at a checkpoint appears live; the officer's decision follows it
+    uid = put_alert(store, data, "cp-north-01", "xray.narcotics", "high", time.time(), seed=42)
+    page.wait_for_selector(f"#feed tr[data-uuid='{uid}']", timeout=10000)
+    page.click(f"#feed tr[data-uuid='{uid}']")
+    page.wait_for_selector("#detail img.evidence")
+    assert "pending at the checkpoint" in page.inner_text("#detail")
+    put_decision(store, "cp-north-01", uid, officer="olga", decision="contraband_found", kind="narcotics")
+    page.wait_for_function(f"document.querySelector(\"#feed tr[data-uuid='{uid}'] td.dec\").textContent.includes('contraband found')",
+                           timeout=10000)
+    page.wait_for_function("document.getElementById('detail').innerText.includes('olga')", timeout=10000)
+
+    # filters
+    page.select_option("#f-kind", "rf.")
+    page.wait_for_function("[...document.querySelectorAll('#feed tbody tr')].every(r => r.innerText.includes('rf.'))")
+    page.select_option("#f-checkpoint", "cp-east-02")
+    page.wait_for_function("[...document.querySelectorAll('#feed tbody tr')].every(r => r.innerText.includes('cp-east-02'))")
+    page.select_option("#f-kind", "")
+    page.select_option("#f-checkpoint", "")
+    page.wait_for_function("document.querySelectorAll('#feed tbody tr').length === 13")
+
+    # send a frequency plan down to two chosen checkpoints
+    page.check("#cp-table tr[data-cp='cp-north-01'] input.pick")
+    page.check("#cp-table tr[data-cp='cp-west-04'] input.pick")
+    page.select_option("#dl-kind", "frequency_plan")
+    page.fill("#dl-text", 'name = "north"\n[[bands]]\nstart_hz = 446.0e6\nstop_hz = 446.2e6\nlabel = "PMR446"\nlicensed = true\n')
+    page.click("#dl-send")
+    page.wait_for_function("document.getElementById('dl-result').textContent.startsWith('Queued')")
+    assert {x["checkpoint"] for x in store.downlinks()} == {"cp-north-01", "cp-west-04"}
+    page.wait_for_selector("#dl-table tbody tr")
+    page.click(f"#feed tr[data-uuid='{uid}']")
+    page.wait_for_selector("#detail img.evidence")
+    time.sleep(0.3)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "dashboard.png"))
+    ctx.close()
+
+    # an officer sees the feed but cannot send documents nor open the engineer page
+    ctx = browser.new_context(viewport={"width": 1400, "height": 800})
+    page = ctx.new_page()
+    login(page, base, "olga")
+    assert page.is_hidden("#send-box")
+    assert page.goto(base + "/engineer").status == 403
+    ctx.close()
