@@ -103,9 +103,22 @@ def _serve(cfg) -> int:
     signal.signal(signal.SIGHUP, lambda *_: hub.request_reload())
     t = threading.Thread(target=hub.run, name="hub", daemon=True)
     t.start()
+    dashboard = _start_dashboard(cfg)
     print(json.dumps({"ready": True, "endpoint": hub.endpoint}), flush=True)
     while t.is_alive():
         t.join(0.5)
+    if dashboard is not None:
+        dashboard.stop(timeout=1.5)
     hub.close()
     log.info("hub stopped: %s", dict(hub.stats))
     return 0
+
+
+def _start_dashboard(cfg):
+    """The command dashboard (central/dashboard), served only when central.toml has a [dashboard] section."""
+    if "dashboard" not in cfg.model_fields_set:
+        return None
+    from central.dashboard.server import start_dashboard
+    from central.store import open_store
+
+    return start_dashboard(cfg.dashboard, open_store(cfg.hub.store), Path(cfg.hub.data_dir))
