@@ -32,8 +32,8 @@ from detectors.xray.preprocess import (
     check_pair,
     letterbox,
     materials,
-    model_input,
-    pseudocolor,
+    model_input_from,
+    pseudocolor_from,
 )
 
 log = logging.getLogger("zastava.xray")
@@ -294,6 +294,7 @@ class OnnxDetector:
                                            f"got {shp}")
                 if names is None:
                     raise ModelLayoutError(f"{path}: give class_names for this end-to-end model")
+        self.output_names = ["heat", "ltrb"] if layout == "zastava" else [outs[0].name]
         self.class_names = list(names)
         # The model's own operating point (chosen on a validation draw when it was trained) applies
         # to every class the configuration leaves out; the configuration always wins.
@@ -302,10 +303,10 @@ class OnnxDetector:
         self.post = Postprocess(self.class_names, merged, default_threshold)
 
     # The three layouts differ only in the tensor they want and how they encode boxes.
-    def prepare(self, high: np.ndarray, low: np.ndarray | None) -> tuple[np.ndarray, object]:
+    def prepare(self, m: Materials, high: np.ndarray, low: np.ndarray | None) -> tuple[np.ndarray, object]:
         if self.layout == "zastava":
-            return model_input(high, low, self.size_hw), None
-        rgb = cv2.cvtColor(pseudocolor(high, low), cv2.COLOR_BGR2RGB)
+            return model_input_from(m, self.size_hw), None
+        rgb = cv2.cvtColor(pseudocolor_from(m, high, low), cv2.COLOR_BGR2RGB)
         boxed, s, px, py = letterbox(rgb, self.size_hw)
         x = np.ascontiguousarray(boxed.transpose(2, 0, 1)[None], dtype=np.float32)
         x *= 1.0 / 255.0
@@ -323,12 +324,12 @@ class OnnxDetector:
 
     def detect(self, high: np.ndarray, low: np.ndarray | None) -> list[XrayFinding]:
         check_pair(high, low)
-        x, geom = self.prepare(high, low)
-        names = ["heat", "ltrb"] if self.layout == "zastava" else None
-        outputs = self.session.run(names, {self.input_name: x})
+        m = materials(high, low)
+        x, geom = self.prepare(m, high, low)
+        outputs = self.session.run(self.output_names, {self.input_name: x})
         cand = self.decode(outputs, geom, high.shape)
         kept = self.post.select(cand, high.shape[1], high.shape[0])
-        return describe(kept, self.class_names, materials(high, low))
+        return describe(kept, self.class_names, m)
 
 
 def decode_zastava(heat: np.ndarray, ltrb: np.ndarray, in_hw: tuple[int, int],

@@ -10,6 +10,7 @@ several times faster than np.log on the float image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -89,49 +90,48 @@ def check_pair(high: np.ndarray, low: np.ndarray | None) -> None:
 
 def attenuation(img: np.ndarray) -> np.ndarray:
     """-ln(T / WHITE) as float32: 0 for open beam, larger for denser material."""
-    return _MU_LUT[img]
+    return np.take(_MU_LUT, img)  # np.take: about twice as fast as fancy indexing here
 
 
 @dataclass
 class Materials:
-    """Per-pixel results of the dual-energy analysis (all HxW)."""
+    """Per-pixel results of the dual-energy analysis (all HxW). The class map is computed only
+    when asked for (the detector needs it only where it found something)."""
 
     mu_high: np.ndarray  # float32 -ln T at the high energy
     mu_low: np.ndarray  # float32 -ln T at the low energy (= mu_high for single energy)
     zeff: np.ndarray  # float32 effective Z (0 where there is no material or single energy)
-    material: np.ndarray  # uint8 NONE / ORGANIC / INORGANIC / METAL
     dual: bool
+
+    @cached_property
+    def material(self) -> np.ndarray:
+        """uint8 NONE / ORGANIC / INORGANIC / METAL. Single energy: opaque = metal, else organic
+        (what single-energy consoles show)."""
+        present = self.mu_high > MIN_MU
+        opaque = (self.mu_low if self.dual else self.mu_high) > OPAQUE_MU
+        mat = np.full(self.mu_high.shape, ORGANIC, np.uint8)
+        if self.dual:
+            mat[self.zeff >= Z_ORGANIC_MAX] = INORGANIC
+            mat[self.zeff >= Z_INORGANIC_MAX] = METAL
+        mat[~present] = NONE
+        mat[opaque] = METAL
+        return mat
 
 
 def materials(high: np.ndarray, low: np.ndarray | None, model: ZeffModel = ZEFF_MODEL) -> Materials:
-    """Effective Z and material class per pixel from the ratio of the two attenuations.
-
-    With a single energy there is no ratio: zeff is 0 and the class falls back to density alone
-    (opaque = metal, else organic), which is what single-energy scanners display too.
-    """
+    """Effective Z per pixel from the ratio of the two attenuations (0 without a low image)."""
     mu_h = attenuation(high)
-    present = mu_h > MIN_MU
     if low is None:
-        opaque = mu_h > OPAQUE_MU
-        zeff = np.zeros_like(mu_h)
-        mat = np.where(present, ORGANIC, NONE).astype(np.uint8)
-        mat[opaque] = METAL
-        return Materials(mu_h, mu_h, zeff, mat, False)
+        return Materials(mu_h, mu_h, np.zeros_like(mu_h), False)
     mu_l = attenuation(low)
-    opaque = mu_l > OPAQUE_MU
     # The ratio of two noisy logs is noisier still on thin material: average 3x3 first (photon
     # noise is independent per pixel; objects are much larger than 3 px).
     k = (3, 3)
     ratio = cv2.blur(mu_l, k) / np.maximum(cv2.blur(mu_h, k), MIN_MU)
     zeff = np.minimum(model.zeff(ratio), 40.0)
-    zeff[~present] = 0.0
-    zeff[opaque] = 30.0
-    mat = np.full(mu_h.shape, ORGANIC, np.uint8)
-    mat[zeff >= Z_ORGANIC_MAX] = INORGANIC
-    mat[zeff >= Z_INORGANIC_MAX] = METAL
-    mat[~present] = NONE
-    mat[opaque] = METAL
-    return Materials(mu_h, mu_l, zeff, mat, True)
+    zeff[mu_h <= MIN_MU] = 0.0
+    zeff[mu_l > OPAQUE_MU] = 30.0
+    return Materials(mu_h, mu_l, zeff, True)
 
 
 def _build_palette() -> np.ndarray:
@@ -160,7 +160,11 @@ _PALETTE = _build_palette()
 def pseudocolor(high: np.ndarray, low: np.ndarray | None = None) -> np.ndarray:
     """The conventional pseudo-colour image, uint8 BGR (OpenCV order), same height and width."""
     check_pair(high, low)
-    m = materials(high, low)
+    return pseudocolor_from(materials(high, low), high, low)
+
+
+def pseudocolor_from(m: Materials, high: np.ndarray, low: np.ndarray | None) -> np.ndarray:
+    """pseudocolor with the materials already computed."""
     # brightness from the mean transmission of both energies (high alone if single energy)
     t = high if low is None else ((high.astype(np.uint32) + low) >> 1)
     idx = (t >> 8).astype(np.uint8)
@@ -176,12 +180,21 @@ def model_input(high: np.ndarray, low: np.ndarray | None, size_hw: tuple[int, in
     """[1, 3, H, W] float32 tensor for our model: mu_high, mu_low, zeff (scaled), resized with
     area averaging. Single energy: mu_low = mu_high and zeff = 0 (the model is trained on some
     single-energy bags so it still works on them)."""
-    m = materials(high, low)
-    stack = np.dstack((m.mu_high * MU_SCALE, m.mu_low * MU_SCALE, m.zeff * Z_SCALE))
+    return model_input_from(materials(high, low), size_hw)
+
+
+def model_input_from(m: Materials, size_hw: tuple[int, int]) -> np.ndarray:
+    """model_input from materials already computed (the detector reuses them for describing)."""
     h, w = size_hw
-    if stack.shape[:2] != (h, w):
-        stack = cv2.resize(stack, (w, h), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(stack.transpose(2, 0, 1)[None], dtype=np.float32)
+    out = np.empty((1, 3, h, w), np.float32)
+    for c, (img, scale) in enumerate(((m.mu_high, MU_SCALE), (m.mu_low, MU_SCALE), (m.zeff, Z_SCALE))):
+        # resizing each plane straight into the tensor avoids stacking and transposing copies
+        if img.shape == (h, w):
+            out[0, c] = img
+        else:
+            cv2.resize(img, (w, h), dst=out[0, c], interpolation=cv2.INTER_AREA)
+        out[0, c] *= scale
+    return out
 
 
 def letterbox(img: np.ndarray, size_hw: tuple[int, int], pad: int = 114) -> tuple[np.ndarray, float, int, int]:
