@@ -138,7 +138,12 @@ class Demo:
         central = self.spawn("central", "central", "--config", str(d / "central.toml"))
         wait_port(hub_port, 30, central, "central hub")
 
-        sim_args = ["sim", "run", "--scenario", str(self.args.scenario.resolve()), "--state-dir", str(d / "sim")]
+        from hw_sim.scenario import load as load_scenario
+
+        scenario = load_scenario(self.args.scenario)  # the demo harness reads it for the receivers' tunings
+        tunings = {rx.id: (rx.center_hz, rx.rate_hz) for rx in scenario.receivers}
+        sim_args = ["sim", "run", "--scenario", str(self.args.scenario.resolve()), "--state-dir", str(d / "sim"),
+                    "--central-target", f"127.0.0.1:{hub_port}"]
         if self.args.speed is not None:
             sim_args += ["--speed", str(self.args.speed)]
         sim = self.spawn("sim", *sim_args, stdout=subprocess.PIPE)
@@ -149,15 +154,15 @@ class Demo:
         scanner = devs.get("scanner", {})
         if scanner:
             source = scanner.get("spool_dicos") or scanner.get("spool_png") or next(iter(scanner.values()))
-            lane = {"id": "lane1", "source": source, "stop_belt_on": "critical"}
+            lane = {"id": "lane1", "source": source}  # stop_belt_on would halt the demo belt for good
             if "serial" in devs:
                 lane["control"] = devs["serial"]["control"]
             lanes.append(lane)
         for key, urls in devs.items():
             if key.startswith("receiver:"):
                 rid = key.split(":", 1)[1]
-                receivers.append({"id": rid, "source": urls["iq"], "center_hz": float(urls.get("center_hz", 433.92e6)),
-                                  "rate_hz": float(urls.get("rate_hz", 2.4e6))})
+                center, rate = tunings[rid]
+                receivers.append({"id": rid, "source": urls["iq"], "center_hz": center, "rate_hz": rate})
         endpoint = devs.get("central_link", {}).get("endpoint", f"tcp://127.0.0.1:{hub_port}")
         models = Path(__file__).resolve().parent.parent / "models"
         xray_model = models / "xray" / "zastava-xray.onnx"

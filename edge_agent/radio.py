@@ -109,10 +109,10 @@ class RadioReceiver:
         e = f.emitter
         ts = datetime.fromtimestamp(block.t, UTC).strftime("%Y%m%d")
         a = Alert(checkpoint=self.cfg.checkpoint_id, source=self.rx.id, kind=f.kind, score=float(f.score),
-                  severity=f.severity, t=float(getattr(e, "last_seen", block.t) or block.t), reason=f.reason,
+                  severity=f.severity, t=float(f.t or block.t), reason=f.reason,
                   location={"center_hz": float(e.center_hz), "bandwidth_hz": float(e.bandwidth_hz),
                             "power_dbfs": float(e.power_db), "snr_db": float(e.snr_db),
-                            "class": getattr(e, "cls", None)})
+                            "class": e.cls, "licensed": e.licensed, "allocation": e.allocation})
         evidence = []
         if f.spectrogram is not None:
             ok, png = cv2.imencode(".png", f.spectrogram)
@@ -120,9 +120,9 @@ class RadioReceiver:
                 evidence.append(self._files.save(f"evidence/{ts}/{a.uuid}.spectrogram.png", png.tobytes(),
                                                  "evidence", "image/png", alert_uuid=a.uuid))
         if f.snippet is not None and len(f.snippet):
-            rel_base = f"evidence/{ts}/{a.uuid}"
-            paths = write_sigmf(self._files.abspath(rel_base + ".x"), f.snippet, block.rate_hz,
-                                block.center_hz, block.t, e, f.kind)
+            base = self._files.abspath(f"evidence/{ts}/{a.uuid}.iq")
+            paths = write_sigmf(base, f.snippet, f.rate_hz or block.rate_hz, f.center_hz or block.center_hz,
+                                f.snippet_t or block.t, e, f.kind, span=f.snippet_span, reason=f.reason)
             for p in paths:
                 rel = str(Path(p).resolve().relative_to(self.files_root.resolve()))
                 mime = "application/json" if rel.endswith(".sigmf-meta") else "application/octet-stream"
@@ -131,7 +131,7 @@ class RadioReceiver:
         if not self._store.add_alert(a):
             return None
         self.counters["alerts"] += 1
-        self.fusion.note_radio_alert(a.uuid, a.kind, a.t, f"{getattr(e, 'cls', '?')} at {e.center_hz / 1e6:.4f} MHz")
+        self.fusion.note_radio_alert(a.uuid, a.kind, a.t, f"{e.cls or 'unclassified'} at {e.center_hz / 1e6:.4f} MHz")
         self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
         return a
 

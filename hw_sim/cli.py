@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--speed", type=float, default=None, help="time scale (1 = real time); overrides the file")
     r.add_argument("--seed", type=int, default=None, help="random seed; overrides the file")
     r.add_argument("--state-dir", type=Path, default=None, help="where spool folders and ptys live")
+    r.add_argument("--central-target", default=None, metavar="HOST:PORT",
+                   help="where the [central_link] relay forwards to (overrides the file)")
     d = sub.add_parser("dataset", help="write N labelled images or IQ snippets")
     d.add_argument("kind", choices=("xray", "rf"))
     d.add_argument("--count", type=int, required=True)
@@ -48,4 +50,5 @@ def run(args: argparse.Namespace) -> int:
         return run_replay(args)
     from hw_sim.runner import run_scenario
 
-    return run_scenario(args.scenario, speed=args.speed, seed=args.seed, state_dir=args.state_dir)
+    return run_scenario(args.scenario, speed=args.speed, seed=args.seed, state_dir=args.state_dir,
+                        central_target=args.central_target)

@@ -19,8 +19,11 @@ from hw_sim.scenario import load
 log = logging.getLogger("zastava.sim")
 
 
-def run_scenario(path: Path, speed: float | None = None, seed: int | None = None, state_dir: Path | None = None) -> int:
+def run_scenario(path: Path, speed: float | None = None, seed: int | None = None, state_dir: Path | None = None,
+                 central_target: str | None = None) -> int:
     sc = load(path)
+    if central_target and sc.central_link is not None:
+        sc.central_link.target = central_target
     speed = sc.speed if speed is None else speed
     seed = sc.seed if seed is None else seed
     state_dir = Path(state_dir or Path.cwd() / "sim-state")
