@@ -74,6 +74,7 @@ class RadioMonitor:
     """
 
     max_votes = 5  # classifications per emitter; later bursts only update its track
+    min_votes = 2  # votes before judging an emitter still on air (a finished burst is judged on one)
     max_classify_per_block = 16  # CPU budget: the rest wait for the emitter's next burst
     history_rows = 192  # spectrogram rows kept per tuning for the evidence image
     max_snippet_s = 0.1  # the SigMF evidence's length at most
@@ -130,8 +131,11 @@ class RadioMonitor:
             judged[e.id] = (e, b)
         for e, b in judged.values():
             self.judge.mark(e)
-            if self.classifier is not None and e.id not in self._votes:
-                continue  # not classified yet (over this block's budget): judge it on a later burst
+            votes = self._votes.get(e.id)
+            if self.classifier is not None and (votes is None or (votes.n < self.min_votes and b.open_end)):
+                # not classified yet (over this block's budget), or one vote on a burst that goes on:
+                # wait for a second look rather than alert on a first guess
+                continue
             for v in self.judge.emitter(e, t_now, self._start):
                 if v.kind == "rf.jamming":
                     if self._jam_open(t_now):
