@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -17,6 +19,8 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 
@@ -395,3 +399,44 @@ def test_replay_serves_a_folder_in_time_order(tmp_path, bag):
     assert replay_folder(src, tmp_path / "again", speed=1.0, stop=stop) == 0  # stopped: serves nothing
     with pytest.raises(ValueError):
         replay_folder(tmp_path / "missing", dst)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blobs=st.lists(st.binary(min_size=0, max_size=600), min_size=1, max_size=4),
+       names=st.lists(st.sampled_from(["a_high.dcs", "a_low.dcs", "b.dcm", "c_high.png", "d.tif", "e.dicom"]),
+                      min_size=1, max_size=4, unique=True))
+def test_replay_copes_with_garbage_files(tmp_path_factory, blobs, names):
+    """Damaged files from the field are replayed as they are (the agent must refuse them), never a crash."""
+    src = tmp_path_factory.mktemp("garbage")
+    dst = tmp_path_factory.mktemp("spool")
+    for name, blob in zip(names, blobs * 4, strict=False):
+        (src / name).write_bytes(b"DICM" + blob if name.endswith(".dcs") else blob)
+    written = {p.name for p in src.iterdir()}
+    served = replay_folder(src, dst, speed=0)
+    assert served >= 1 and {p.name for p in dst.iterdir()} == written
+
+
+def _zastava(*args, timeout=120):
+    exe = Path(sys.executable).with_name("zastava")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_dataset_writes_labels_with_a_progress_bar(tmp_path):
+    r = _zastava("sim", "dataset", "xray", "--count", "3", "--seed", "7", "--out", str(tmp_path / "ds"))
+    assert r.returncode == 0, r.stderr
+    assert "3/3" in r.stderr
+    lines = (tmp_path / "ds/labels.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["bag_id"] == "DS7-000000"
+    assert json.loads((tmp_path / "ds/dataset.json").read_text())["seed"] == 7
+
+
+def test_cli_replay_serves_a_folder_and_says_where(tmp_path, bag):
+    src = tmp_path / "field"
+    src.mkdir()
+    for name, data in spool.bag_image_files(bag.high, bag.low, "R1", "png").items():
+        (src / name).write_bytes(data)
+    r = _zastava("sim", "replay", str(src), "--spool", str(tmp_path / "out"), "--speed", "0")
+    assert r.returncode == 0, r.stderr
+    ready = json.loads(r.stdout.splitlines()[0])
+    assert ready["ready"] and ready["devices"]["scanner"]["spool"] == f"spool://{(tmp_path / 'out').resolve()}"
+    assert sorted(os.listdir(tmp_path / "out")) == ["R1_high.png", "R1_low.png"]

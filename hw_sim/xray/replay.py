@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +37,9 @@ def _dicos_info(path: Path) -> tuple[str | None, float | None]:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        with warnings.catch_warnings():  # a damaged header's warnings are noise here: we only want times
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception as e:  # a damaged file is still replayed (the agent must cope), just untimed
         log.info("replay: %s has no readable DICOM header (%s); timed by mtime", path.name, e)
         return None, None

@@ -22,7 +22,7 @@ import numpy as np
 
 from hw_sim.xray.physics import MATERIAL_INDEX, MATERIALS, Detector, render
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # bump whenever the same seed would give different pixels or labels
 CLASSES = ("narcotics", "weapon", "currency", "concealment")
 BAG_KINDS = ("suitcase", "backpack", "parcel")
 IMAGE_SHAPE = (448, 640)  # rows along the detector line, columns along the belt
@@ -413,7 +413,7 @@ def item_shoes(sc: Scene, x: float, y: float, ang: float) -> None:
             sc.part("steel", rect(8, 1.2), 7.87 * 0.15, at=(*rot(np.array([[-4.0, 0]]), *pose, a)[0], a))
         for i in range(5):  # eyelets
             sc.part("steel", ellipse(0.3, 0.3, 8), 7.87 * 0.2, at=(*rot(np.array([[2.0 + i, 1.5]]), *pose, a)[0], a))
-        sc.hosts.setdefault("shoe", []).append(Host(pose[0], pose[1], a, length * 0.45, width * 0.55, 4.0))
+        sc.hosts.setdefault("shoe", []).append(Host(pose[0], pose[1], a, length * 0.45, width * 0.55, 5.0))
 
 
 def item_bottle(sc: Scene, x: float, y: float, ang: float) -> None:
@@ -666,7 +666,7 @@ def add_narcotics(sc: Scene, place: str) -> GroundTruth | None:
         pose, pts, profile = (host.x, host.y, host.ang), rect(w, h), "flat"
     elif place == "shoe":
         host = _host(sc, "shoe")
-        t = host.depth * rng.uniform(0.6, 1.0)
+        t = host.depth * rng.uniform(0.8, 1.0)
         pose = (*rot(np.array([[host.w * 0.3, 0.0]]), host.x, host.y, host.ang)[0], host.ang)
         pts, profile = ellipse(host.w / 2, host.h / 2, 32), "pillow"
     elif place == "bottle":
@@ -788,7 +788,7 @@ def add_concealment(sc: Scene, place: str, payload: bool) -> GroundTruth | None:
             (add_narcotics if rng.random() < 0.6 else add_currency)(sc, "false_bottom")
         return gt
     x, y, ang, length = _edge_strip(sc, 4.0, (0.7, 0.95))
-    gap = rng.uniform(2.0, 4.5)
+    gap = rng.uniform(2.5, 4.5)
     inward = -1.0 if (x > 0 if ang else y > 0) else 1.0
     off = inward * gap
     wx, wy = (x, y + off) if not ang else (x + off, y)
@@ -799,9 +799,9 @@ def add_concealment(sc: Scene, place: str, payload: bool) -> GroundTruth | None:
     gt = sc.truth("concealment", stamps, "double_wall", "double_wall")
     if payload:
         sc.drawing = "narcotics"
-        t = gap * 0.8
-        mass = length * gap * 0.7 * t * 1.2 / 1000
-        st = sc.part("organic", rect(length * 0.8, gap * 0.7), 1.2 * t, at=(cx, cy, ang), profile="pillow",
+        t = gap * 0.9
+        mass = length * 0.8 * gap * 0.8 * t * 1.2 * 0.8 / 1000  # 0.8: the pillow profile's mean
+        st = sc.part("organic", rect(length * 0.8, gap * 0.8), 1.2 * t, at=(cx, cy, ang), profile="pillow",
                      contraband=True)
         sc.truth("narcotics", [st], "double_wall", "block", {"mass_kg": round(mass, 3), "density": 1.2})
     return gt
