@@ -112,7 +112,8 @@ def _decode_tiff(data: bytes) -> np.ndarray:
 def to_transmission(arr: np.ndarray) -> tuple[np.ndarray, dict]:
     """Decoded pixels -> (uint16 transmission, notes). Colour is refused: it is not a measurement."""
     meta: dict = {}
-    arr = np.squeeze(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
     if arr.ndim == 3:
         if arr.shape[2] in (3, 4) and all(np.array_equal(arr[..., 0], arr[..., i]) for i in (1, 2)):
             arr = arr[..., 0]
