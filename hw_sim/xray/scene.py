@@ -422,7 +422,8 @@ def item_bottle(sc: Scene, x: float, y: float, ang: float) -> None:
     body = rounded_rect(length * 0.72, d, d * 0.3)
     neck = rect(length * 0.28, d * 0.35, length * 0.5, 0)
     glass = rng.random() < 0.45
-    wall_mat, wall = ("aluminium", 2.5 * 0.6 / 2.7 * 2.7) if glass else ("organic", 1.4 * 0.06)
+    # glass (Zeff ~11) attenuates like aluminium: two 3 mm walls of density 2.5; PET two 0.3 mm
+    wall_mat, wall = ("aluminium", 2.5 * 0.3 * 2) if glass else ("organic", 1.4 * 0.03 * 2)
     sc.part(wall_mat, body, wall, at=(x, y, ang))
     sc.part(wall_mat, neck, wall * 1.5, at=(x, y, ang))
     fill = rng.uniform(0.6, 1.0)
@@ -469,7 +470,7 @@ def item_electronics(sc: Scene, x: float, y: float, ang: float) -> None:
     elif kind == "powerbank":
         sc.part("organic", rounded_rect(14, 7, 1), 1.2 * 0.4, at=(x, y, ang))
         for i in range(int(rng.integers(2, 5))):  # 18650 cells, steel cans
-            sc.part("steel", rect(6.5, 1.8, -3.5 + 0, -2.7 + i * 1.8), 7.87 * 0.1, at=(x, y, ang), profile="dome")
+            sc.part("steel", rect(6.5, 1.8, -3.5, -2.7 + i * 1.8), 7.87 * 0.1, at=(x, y, ang), profile="dome")
             sc.part("organic", rect(6.5, 1.8, -3.5, -2.7 + i * 1.8), 1.5, at=(x, y, ang), profile="dome")
     elif kind == "charger":
         sc.part("organic", rounded_rect(6, 5, 1), 1.2 * 2.5, at=(x, y, ang))
@@ -550,7 +551,7 @@ def item_tools(sc: Scene, x: float, y: float, ang: float) -> None:
             sc.part("organic", rect(9, 1.8, -5, 0), 1.2 * 0.6, at=(x, y, ang + s))
     else:
         sc.part("steel", rect(3, 11), 7.87 * 2.5, at=(x, y, ang), profile="pillow")
-        sc.part("organic", rounded_rect(28, 3, 1.2, ), 0.7 * 2.8, at=(x + 14 * math.cos(ang), y + 14 * math.sin(ang), ang),
+        sc.part("organic", rounded_rect(28, 3, 1.2), 0.7 * 2.8, at=(x + 14 * math.cos(ang), y + 14 * math.sin(ang), ang),
                 profile="dome")
     sc.contents.append(str(what))
 
