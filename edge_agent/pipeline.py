@@ -83,8 +83,14 @@ class Worker:
         self.thread.join(timeout)
 
 
-def pump(name: str, iterator_factory: Callable, out: DropQueue, stop: threading.Event, block_s: float) -> threading.Thread:
+def pump(name: str, iterator_factory: Callable, out: DropQueue, stop: threading.Event, block_s: float,
+         handshake: bool = False) -> threading.Thread:
     """Move items from a driver's iterator into a queue in a thread of their own.
+
+    Queue entries are (item, done) pairs. With `handshake`, the pump waits for the consumer to
+    set `done` before it resumes the driver's iterator: a spool driver records a file as
+    processed when its iterator is resumed, so this makes 'processed' mean 'its alerts are
+    committed' and a crash can only cause a re-read, never a lost bag.
 
     Drivers block inside their iterators (a quiet spool, a socket read), so the source side is
     not watched by the watchdog; the driver's own health reports stalls instead.
@@ -96,7 +102,11 @@ def pump(name: str, iterator_factory: Callable, out: DropQueue, stop: threading.
                 for item in iterator_factory(stop):
                     if stop.is_set():
                         break
-                    out.put(item, block_s)
+                    done = threading.Event() if handshake else None
+                    if out.put((item, done), block_s) and done is not None:
+                        while not done.wait(0.5):
+                            if stop.is_set():
+                                return  # not acknowledged: the driver will offer it again
             except Exception:
                 log.exception("%s: driver iterator failed; restarting it", name)
                 stop.wait(1.0)

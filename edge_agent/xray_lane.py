@@ -102,7 +102,8 @@ class XrayLane:
         self.source = open_frame_source(self.lane.source)
         # a live stream cannot wait: drop and count; a spool or C-STORE source waits (back-pressure)
         live = self.lane.source.startswith("capture:")
-        pump(f"{self.lane.id}-source", self.source.frames, self.queue, self.stop, 0.0 if live else 3600.0)
+        pump(f"{self.lane.id}-source", self.source.frames, self.queue, self.stop, 0.0 if live else 3600.0,
+             handshake=not live)
         if self.lane.control:
             self.control = open_control_link(self.lane.control)
             threading.Thread(target=self._control_loop, name=f"{self.lane.id}-control", daemon=True).start()
@@ -135,12 +136,16 @@ class XrayLane:
     def _step(self) -> None:
         self._open_store()
         try:
-            frame = self.queue.get(timeout=0.5)
+            frame, done = self.queue.get(timeout=0.5)
         except queue.Empty:
             return
         arrived = time.monotonic()
         self.counters["frames"] += 1
-        self.process(frame, arrived)
+        try:
+            self.process(frame, arrived)
+        finally:
+            if done is not None:
+                done.set()
 
     def process(self, frame, arrived: float) -> list[Alert]:
         from detectors.xray.preprocess import pseudocolor

@@ -1,0 +1,104 @@
+"""The agent against the simulator, as separate processes: alerts match the scenario's truth,
+a clean stream stays quiet, SIGTERM stops it within 5 s, and kill -9 loses nothing."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections import defaultdict
+
+import pytest
+
+from tests.agent_rig import agent_config, ground_truth, spool_backlog, start_agent, start_sim, wait_bags
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def read_alerts(tmp) -> list[dict]:
+    path = tmp / "agent" / "store.sqlite"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM alerts")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def run_until_drained(tmp, scenario: str, bags: int, receivers=None, lane_extra=None):
+    sim, devices = start_sim(tmp, scenario)
+    agent = start_agent(tmp, agent_config(tmp, devices, receivers=receivers, lane_extra=lane_extra))
+    try:
+        wait_bags(tmp, bags, timeout=bags * 3 + 30)
+        sim.terminate()  # no more bags: the agent must now finish every one it was given
+        wait_for(lambda: spool_backlog(tmp) == 0, timeout=60, what="agent to drain the spool")
+        time.sleep(1.5)
+        stop_s = agent.terminate()
+        assert agent.p.returncode == 0, agent.text()[-3000:]
+        assert stop_s < 5.0, f"SIGTERM took {stop_s:.1f} s"
+    finally:
+        agent.terminate()
+        sim.terminate()
+    return ground_truth(tmp), read_alerts(tmp), agent, sim
+
+
+def test_xray_alerts_match_the_scenario_truth(tmp_path):
+    truth, alerts, agent, _ = run_until_drained(tmp_path, "e2e_xray.toml", 14)
+    by_bag = defaultdict(set)
+    for a in alerts:
+        by_bag[a["bag_id"]].add(a["kind"])
+    carrying = [b for b in truth if b["contraband"]]
+    clean = [b for b in truth if not b["contraband"]]
+    assert len(carrying) >= 4 and len(clean) >= 4, truth
+    found = [b for b in carrying if f"xray.{b['contraband']}" in by_bag.get(b["bag_id"], set())]
+    false_alarm_bags = [b for b in clean if by_bag.get(b["bag_id"])]
+    assert len(found) >= len(carrying) - 1, (
+        f"missed {[(b['bag_id'], b['contraband']) for b in carrying if b not in found]}; alerts {dict(by_bag)}")
+    assert len(false_alarm_bags) <= max(1, len(clean) // 10), f"false alarms on clean bags: {false_alarm_bags}"
+    for a in alerts:  # every alert carries its evidence and a reason
+        assert a["evidence"] != "[]" and a["reason"]
+
+
+def test_clean_stream_stays_quiet(tmp_path):
+    truth, alerts, _, _ = run_until_drained(tmp_path, "e2e_clean.toml", 10)
+    assert len(truth) >= 10
+    assert alerts == [], [(a["bag_id"], a["kind"], a["score"]) for a in alerts]
+
+
+def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+    rng = random.Random(7)
+    sim, devices = start_sim(tmp_path, "e2e_xray.toml")
+    cfg = agent_config(tmp_path, devices)
+    seen: dict[str, dict] = {}
+    try:
+        for _round in range(6):
+            agent = start_agent(tmp_path, cfg)
+            time.sleep(rng.uniform(1.5, 5.0))
+            agent.kill9()
+            now = {a["uuid"]: a for a in read_alerts(tmp_path)}
+            lost = set(seen) - set(now)
+            assert not lost, f"committed alerts lost after kill -9: {lost}"
+            seen.update(now)
+        sim.terminate()
+        agent = start_agent(tmp_path, cfg)
+        wait_for(lambda: spool_backlog(tmp_path) == 0, timeout=60, what="restarted agent to drain the spool")
+        time.sleep(1.5)
+        agent.terminate()
+    finally:
+        sim.terminate()
+    alerts = read_alerts(tmp_path)
+    assert set(seen) <= {a["uuid"] for a in alerts}
+    keys = [(a["bag_id"], a["kind"], a["location"]) for a in alerts]
+    assert len(keys) == len(set(keys)), "an image's finding was committed twice"
+    conn = sqlite3.connect(tmp_path / "agent" / "store.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    queued = conn.execute("SELECT count(*) FROM outbox WHERE msg_type = 'alert'").fetchone()[0]
+    assert queued == len(alerts), "every committed alert is queued for central exactly once"
+    carrying = {b["bag_id"] for b in ground_truth(tmp_path) if b["contraband"]}
+    alerted = {a["bag_id"] for a in alerts}
+    assert len(carrying - alerted) <= 1, f"bags never processed after the kills: {carrying - alerted}"
