@@ -266,6 +266,7 @@ def write_sigmf(path: str | Path, snippet: np.ndarray, rate_hz: float, center_hz
     one annotation: the emitter's band over `span` (start, count) or the whole recording, labelled
     with its class. Returns the two paths. The sigmf package writes and validates the metadata.
     """
+    import sigmf
     from sigmf import SigMFFile
     from sigmf.utils import get_data_type_str
 
@@ -278,19 +279,19 @@ def write_sigmf(path: str | Path, snippet: np.ndarray, rate_hz: float, center_hz
     data.tofile(data_path)
     iso = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     meta = SigMFFile(data_file=str(data_path), global_info={
-        SigMFFile.DATATYPE_KEY: get_data_type_str(data),
-        SigMFFile.SAMPLE_RATE_KEY: float(rate_hz),
-        SigMFFile.DESCRIPTION_KEY: f"Zastava {kind}: {reason}"[:500],
-        SigMFFile.RECORDER_KEY: "zastava detectors.rf",
+        sigmf.DATATYPE_KEY: get_data_type_str(data),
+        sigmf.SAMPLE_RATE_KEY: float(rate_hz),
+        sigmf.DESCRIPTION_KEY: f"Zastava {kind}: {reason}"[:500],
+        sigmf.RECORDER_KEY: "zastava detectors.rf",
     })
-    meta.add_capture(0, metadata={SigMFFile.FREQUENCY_KEY: float(center_hz), SigMFFile.DATETIME_KEY: iso})
+    meta.add_capture(0, metadata={sigmf.FREQUENCY_KEY: float(center_hz), sigmf.DATETIME_KEY: iso})
     s0, n = span if span is not None else (0, len(data))
     s0 = int(min(max(0, s0), max(0, len(data) - 1)))
     n = int(max(1, min(n, len(data) - s0)))
     meta.add_annotation(s0, n, metadata={
-        SigMFFile.FREQ_LOWER_EDGE_KEY: float(emitter.f_lo_hz), SigMFFile.FREQ_UPPER_EDGE_KEY: float(emitter.f_hi_hz),
-        SigMFFile.LABEL_KEY: emitter.cls or "unknown",
-        SigMFFile.COMMENT_KEY: json.dumps({"kind": kind, "snr_db": round(float(emitter.snr_db), 1),
+        sigmf.FREQ_LOWER_EDGE_KEY: float(emitter.f_lo_hz), sigmf.FREQ_UPPER_EDGE_KEY: float(emitter.f_hi_hz),
+        sigmf.LABEL_KEY: emitter.cls or "unknown",
+        sigmf.COMMENT_KEY: json.dumps({"kind": kind, "snr_db": round(float(emitter.snr_db), 1),
                                            "power_dbfs": round(float(emitter.power_db), 1),
                                            "emitter_id": emitter.id}),
     })
