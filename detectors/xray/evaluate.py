@@ -203,6 +203,8 @@ def draw_examples(samples: list[Sample], finds: list[list[XrayFinding]], thresho
 def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None, progress: bool = True) -> dict:
     """Both detectors over the dataset; writes pr_curves.png, examples_*.png and details.json."""
     data = Path(data)
+    if model is not None and not Path(model).is_file():
+        raise FileNotFoundError(f"model file not found: {model}")
     model = Path(model) if model else DEFAULT_MODEL
     out_dir = Path(out_dir) if out_dir else data / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)

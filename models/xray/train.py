@@ -1,6 +1,6 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
-    python -m models.xray.train [--bags 4000] [--epochs 7] [--seed 1] [--out models/xray]
+    python -m models.xray.train [--bags 3000] [--epochs 4] [--seed 1] [--out models/xray]
 
 Deterministic for a seed: bags are drawn from hw_sim.xray with numpy Generators seeded from it,
 torch is seeded, deterministic algorithms are on and one thread is used (the thread count changes
@@ -251,8 +251,8 @@ def calibrate(path: Path, seed: int, bags: int = 800, fp_per_bag: float = 0.006,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bags", type=int, default=4000)
-    ap.add_argument("--epochs", type=int, default=7)
+    ap.add_argument("--bags", type=int, default=3000)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--quiet", action="store_true")

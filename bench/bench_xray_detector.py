@@ -1,0 +1,114 @@
+"""X-ray detector benchmark: single-frame latency (p50/p99) and frames/s on ONE thread for the
+shipped model, beside a bare onnxruntime `run` on the same preprocessed input in the same run.
+
+  detect()        our whole call: checks, dual-energy materials, tensor, ORT run, decode,
+                  thresholds + NMS, material/concealment of each finding
+  bare ORT run    session.run on the tensor detect() would build (prepared beforehand), same
+                  session options (1 intra-op thread, sequential)
+  overhead        (detect p50 - bare p50) / bare p50: what our code adds around the network
+  also: the preprocessing alone, the pseudo-colour image (console), the physics baseline.
+
+Bags come from the simulator (hw_sim.xray), a fixed seed, a mix of classes and clean bags.
+
+Usage: python bench/bench_xray_detector.py [--quick] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from detectors.xray.detector import load_detector  # noqa: E402
+from detectors.xray.preprocess import materials, model_input_from, pseudocolor  # noqa: E402
+from hw_sim.xray.scene import make_bag  # noqa: E402
+
+MODEL = HERE.parent / "models" / "xray" / "zastava-xray.onnx"
+
+
+def timed(fn, items, repeats: int) -> np.ndarray:
+    """Seconds per call, each item `repeats` times, interleaved so that load drifts hit all alike."""
+    out = []
+    for _ in range(repeats):
+        for it in items:
+            t0 = time.perf_counter()
+            fn(it)
+            out.append(time.perf_counter() - t0)
+    return np.array(out)
+
+
+def row(name: str, t: np.ndarray) -> dict:
+    return {"name": name, "p50_ms": round(float(np.percentile(t, 50)) * 1e3, 3),
+            "p99_ms": round(float(np.percentile(t, 99)) * 1e3, 3), "fps": round(1.0 / float(np.mean(t)), 1),
+            "n": len(t)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a short run (~20 s)")
+    ap.add_argument("--model", type=Path, default=MODEL)
+    a = ap.parse_args(argv)
+    if not a.model.is_file():
+        print(f"no model at {a.model}: run `make models` first", file=sys.stderr)
+        return 1
+    n_bags, repeats = (12, 4) if a.quick else (40, 10)
+    rng = np.random.default_rng(31337)
+    kinds = ["narcotics", "weapon", "currency", "concealment", None, None]
+    bags = [make_bag(rng, kinds[i % len(kinds)]) for i in range(n_bags)]
+    pairs = [(b.high, b.low) for b in bags]
+
+    det = load_detector(a.model, "zastava", threads=1)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    bare = ort.InferenceSession(str(a.model), so, providers=["CPUExecutionProvider"])
+    name = bare.get_inputs()[0].name
+    tensors = [model_input_from(materials(h, lo), det.size_hw) for h, lo in pairs]
+    base = load_detector("physics")
+
+    for x in tensors[:3]:  # warm both sessions up
+        bare.run(None, {name: x})
+        det.detect(*pairs[0])
+    # interleave ours and bare per round so both see the same machine load
+    t_ours, t_bare = [], []
+    for _ in range(repeats):
+        t_ours.append(timed(lambda p: det.detect(*p), pairs, 1))
+        t_bare.append(timed(lambda x: bare.run(None, {name: x}), tensors, 1))
+    t_ours, t_bare = np.concatenate(t_ours), np.concatenate(t_bare)
+    t_pre = timed(lambda p: model_input_from(materials(*p), det.size_hw), pairs, max(1, repeats // 2))
+    t_pc = timed(lambda p: pseudocolor(*p), pairs, max(1, repeats // 2))
+    t_base = timed(lambda p: base.detect(*p), pairs, max(1, repeats // 4))
+
+    rows = [row("detect() shipped model", t_ours), row("bare onnxruntime run", t_bare),
+            row("  preprocessing only", t_pre), row("pseudo-colour (console)", t_pc),
+            row("physics baseline detect()", t_base)]
+    overhead = (rows[0]["p50_ms"] - rows[1]["p50_ms"]) / rows[1]["p50_ms"] * 100
+    overhead_mean = (float(t_ours.mean()) - float(t_bare.mean())) / float(t_bare.mean()) * 100
+    print(f"X-ray detector, 1 thread, {n_bags} bags x {repeats}, input {det.size_hw[0]}x{det.size_hw[1]} "
+          f"from 448x640 (load average {os.getloadavg()[0]:.1f})")
+    print(f"{'':<28}{'p50 ms':>10}{'p99 ms':>10}{'frames/s':>10}")
+    for r in rows:
+        print(f"{r['name']:<28}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['fps']:>10.1f}")
+    print(f"our overhead over bare ORT: {overhead:+.1f} % at p50, {overhead_mean:+.1f} % on the mean")
+    out = {"bench": "xray_detector", "quick": a.quick, "model": str(a.model), "threads": 1, "bags": n_bags,
+           "repeats": repeats, "rows": rows, "overhead_pct_p50": round(overhead, 2),
+           "overhead_pct_mean": round(overhead_mean, 2), "loadavg_1m": round(os.getloadavg()[0], 2),
+           "cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "xray_detector.json").write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

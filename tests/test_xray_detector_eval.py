@@ -1,0 +1,90 @@
+"""`zastava eval xray` on a small dataset written by the simulator: the published JSON layout, the
+table, the PNGs, and the metric arithmetic on hand-made cases."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from detectors.xray import CLASSES
+from detectors.xray.detector import XrayFinding
+from detectors.xray.evaluate import DEFAULT_MODEL, average_precision, evaluate, format_table, score_detector
+from hw_sim.xray.dataset import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("xray-ds")
+    write_dataset(out, count=16, seed=4242, progress=False)
+    return out
+
+
+def test_evaluate_layout_and_plots(dataset, tmp_path):
+    res = evaluate(dataset, model=None, out_dir=tmp_path, progress=False)
+    who = ["model", "baseline"] if DEFAULT_MODEL.exists() else ["baseline"]
+    assert sorted(k for k in res if k not in ("bags", "clean_bags")) == sorted(who)
+    labels = [json.loads(line) for line in (dataset / "labels.jsonl").read_text().splitlines()]
+    assert res["bags"] == 16 and res["clean_bags"] == sum(1 for r in labels if not r["objects"])
+    for w in who:
+        assert sorted(res[w]["classes"]) == sorted(CLASSES)
+        for c in CLASSES:
+            assert set(res[w]["classes"][c]) == {"pd", "ap50"}
+            carried = any(o["cls"] == c for r in labels for o in r["objects"])
+            pd = res[w]["classes"][c]["pd"]
+            assert (pd is None) == (not carried) and (pd is None or 0 <= pd <= 1)
+        assert res[w]["false_alarms_per_clean_bag"] >= 0
+    for png in ("pr_curves.png", "examples_baseline.png"):
+        img = cv2.imread(str(tmp_path / png))
+        assert img is not None and img.shape[0] > 100
+    table = format_table(res)
+    assert "narcotics" in table and "FA/clean bag" in table
+
+
+def test_eval_cli_json(dataset, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edge_agent", "eval", "xray", "--data", str(dataset), "--out",
+                        str(tmp_path), "--json"], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert set(res) == {"baseline", "bags", "clean_bags"} | ({"model"} if DEFAULT_MODEL.exists() else set())
+    assert res["bags"] == 16
+
+
+def test_eval_cli_missing_model_is_a_clear_error(dataset, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edge_agent", "eval", "xray", "--data", str(dataset), "--out",
+                        str(tmp_path), "--model", str(tmp_path / "none.onnx")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert r.returncode != 0 and "model file not found" in r.stderr
+
+
+def F(cls, score, box):
+    return XrayFinding(cls, score, box)
+
+
+def test_metric_arithmetic():
+    truths = [[("narcotics", (10, 10, 50, 50))], [("weapon", (0, 0, 100, 20))], [], []]
+    per_bag = [
+        [F("narcotics", 0.9, (12, 12, 50, 52)), F("weapon", 0.8, (200, 200, 240, 260))],  # one hit, one false
+        [F("weapon", 0.4, (0, 0, 100, 20))],  # below the 0.5 operating threshold: AP counts it, pd does not
+        [F("currency", 0.7, (1, 1, 30, 30))],  # a false alarm on a clean bag
+        [F("currency", 0.3, (1, 1, 30, 30))],  # below threshold: not an alarm
+    ]
+    res, _ = score_detector(per_bag, truths, {c: 0.5 for c in CLASSES})
+    assert res["classes"]["narcotics"] == {"pd": 1.0, "ap50": 1.0}
+    assert res["classes"]["weapon"]["pd"] == 0.0
+    assert res["classes"]["weapon"]["ap50"] == pytest.approx(0.5)  # ranked after a false positive
+    assert res["classes"]["currency"] == {"pd": None, "ap50": None}
+    assert res["false_alarms_per_clean_bag"] == 0.5
+
+
+def test_average_precision_edges():
+    assert np.isnan(average_precision([], 0)[0])
+    assert average_precision([], 3)[0] == 0.0
+    assert average_precision([(0.9, True), (0.8, True)], 4)[0] == pytest.approx(0.5)
