@@ -46,3 +46,11 @@ def make_monitor(cfg, root: Path):
     if classifier is None:
         log.warning("no RF classifier: emitters are judged by band only (no class-based watchlist matches)")
     return RadioMonitor(plan, watch, classifier_path=classifier)
+
+
+def make_monitor_for_bench():
+    """The monitor a default agent runs (shipped plan, watchlist and classifier), for benchmarks."""
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(radio=SimpleNamespace(frequency_plan=None, watchlist=None, classifier=None))
+    return make_monitor(cfg, Path("/nonexistent"))
