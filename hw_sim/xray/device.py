@@ -210,13 +210,12 @@ class ScannerDevice:
         return bag_id
 
     def _write(self, out: str, files: dict[str, bytes], damage) -> None:
-        for name, data in files.items():
-            if damage is not None:
-                data = damage(data, self.fault_rng)
-            spool.atomic_write(self.dirs[out], name, data)
-            with self.lock:
-                self.counters["files_written"] += 1
-                self.counters["files_damaged"] += damage is not None
+        if damage is not None:
+            files = {name: damage(data, self.fault_rng) for name, data in files.items()}
+        spool.atomic_write_many(self.dirs[out], files)
+        with self.lock:
+            self.counters["files_written"] += len(files)
+            self.counters["files_damaged"] += len(files) if damage is not None else 0
 
     def _emit(self, bag, t: float, damage) -> None:
         datasets = None

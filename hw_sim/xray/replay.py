@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hw_sim.xray.spool import atomic_write
+from hw_sim.xray.spool import atomic_write_many
 
 log = logging.getLogger("zastava.sim.replay")
 
@@ -113,11 +113,10 @@ def replay_folder(folder: Path, spool_dir: Path, speed: float = 1.0, stop: threa
             if stop.is_set():
                 return served
             prev_t = bag.t
-            for p in bag.files:
-                try:
-                    atomic_write(spool_dir, p.name, p.read_bytes())
-                except OSError as e:
-                    log.error("replay: cannot copy %s into %s: %s", p.name, spool_dir, e)
+            try:
+                atomic_write_many(spool_dir, {p.name: p.read_bytes() for p in bag.files})
+            except OSError as e:
+                log.error("replay: cannot copy %s into %s: %s", [p.name for p in bag.files], spool_dir, e)
             served += 1
         if not loop:
             break

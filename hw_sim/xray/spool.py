@@ -17,13 +17,13 @@ import numpy as np
 import tifffile
 
 
-def atomic_write(folder: Path, name: str, data: bytes) -> Path:
-    """Write `data` to folder/name atomically (dotfile, fsync, rename, fsync folder)."""
-    if "/" in name or name.startswith("."):
+def _check_name(name: str) -> None:
+    if "/" in name or name.startswith(".") or not name:
         raise ValueError(f"spool file name must be a plain, visible name: {name!r}")
-    folder = Path(folder)
+
+
+def _write_part(folder: Path, name: str, data: bytes) -> Path:
     tmp = folder / f".{name}.part"
-    final = folder / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
@@ -33,13 +33,36 @@ def atomic_write(folder: Path, name: str, data: bytes) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, final)
+    return tmp
+
+
+def _fsync_dir(folder: Path) -> None:
     dfd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return final
+
+
+def atomic_write(folder: Path, name: str, data: bytes) -> Path:
+    """Write `data` to folder/name atomically (dotfile, fsync, rename, fsync folder)."""
+    return atomic_write_many(folder, {name: data})[0]
+
+
+def atomic_write_many(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    """Atomically write several files (a bag's pair): each appears whole; one folder fsync for all.
+
+    Each file still gets its own fsync before its rename, so any visible file is complete; the
+    renames come after all the data is down, in the order given.
+    """
+    folder = Path(folder)
+    for name in files:
+        _check_name(name)
+    parts = [(_write_part(folder, name, data), folder / name) for name, data in files.items()]
+    for tmp, final in parts:
+        os.replace(tmp, final)
+    _fsync_dir(folder)
+    return [final for _, final in parts]
 
 
 def png_bytes(img: np.ndarray) -> bytes:
