@@ -15,6 +15,7 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,8 +193,11 @@ def export(net: XrayNet, path: Path, facts: dict) -> str:
     wrapper = ExportWrapper(net)
     dummy = torch.zeros(1, 3, *INPUT_HW)
     tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["input"], output_names=["heat", "ltrb"],
-                      opset_version=17, dynamo=False)
+    with warnings.catch_warnings():
+        # the TorchScript exporter: the newer dynamo one needs onnxscript, which we do not ship
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["input"], output_names=["heat", "ltrb"],
+                          opset_version=17, dynamo=False)
     m = onnx.load(str(tmp))
     meta = {"class_names": json.dumps(list(CLASSES)), "layout": "zastava", "producer": "models/xray/train.py",
             "train": json.dumps({k: v for k, v in facts.items() if k != "history"}, sort_keys=True)}

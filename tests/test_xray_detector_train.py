@@ -1,0 +1,58 @@
+"""Training is deterministic for a seed, and what it exports loads in the runtime with its class
+names and operating thresholds. Tiny runs (a handful of bags, one epoch): this checks the
+machinery, not the model's quality (that is `zastava eval xray`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is in the `train` extra: pip install -e '.[train]'")
+
+from detectors.xray import CLASSES  # noqa: E402
+from detectors.xray.detector import load_detector  # noqa: E402
+from hw_sim.xray.scene import make_bag  # noqa: E402
+from models.xray import train  # noqa: E402
+
+
+def weights(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, facts = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False)
+    b, _ = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False)
+    c, _ = train.train(bags=8, epochs=1, seed=4, batch=4, progress=False)
+    wa, wb, wc = weights(a), weights(b), weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert facts["seed"] == 3 and facts["threads"] == 1 and len(facts["history"]) == 1
+
+
+def test_targets_put_a_peak_at_each_object_centre():
+    objs = [(0, [40.0, 20.0, 80.0, 60.0]), (1, [200.0, 100.0, 210.0, 180.0])]
+    heat, ltrb, wgt = train.encode(objs, flip_x=False, flip_y=False)
+    assert heat.shape == (len(CLASSES), *train.GRID_HW)
+    # centre (60, 40) -> cell (10, 15) at stride 4
+    assert heat[0, 10, 15] == 1.0 and heat[1].max() == 1.0 and heat[2:].max() == 0.0
+    cy, cx = (10 + 0.5) * 4, (15 + 0.5) * 4
+    assert ltrb[:, 10, 15] == pytest.approx([cx - 40, cy - 20, 80 - cx, 60 - cy])
+    assert wgt[10, 15] == 1.0
+    flipped, _, _ = train.encode(objs, flip_x=True, flip_y=False)
+    assert np.array_equal(flipped[0], heat[0][:, ::-1])
+
+
+def test_export_loads_in_the_runtime_with_names_and_thresholds(tmp_path):
+    net, facts = train.train(bags=6, epochs=1, seed=5, batch=3, progress=False)
+    path = tmp_path / "m.onnx"
+    train.export(net, path, facts)
+    thr = train.calibrate(path, seed=6, bags=4, progress=False)
+    assert set(thr) == set(CLASSES) and all(0.2 <= v <= 0.95 for v in thr.values())
+    det = load_detector(path, "zastava")
+    assert det.class_names == list(CLASSES) and det.model_thresholds == thr
+    meta = det.session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["train"])["seed"] == 5
+    bag = make_bag(np.random.default_rng(0), "weapon")
+    assert isinstance(det.detect(bag.high, bag.low), list)
