@@ -133,7 +133,7 @@ def main() -> int:
 
         rows.append(("write PNG pair", "zastava (encode+atomic fsync)", rate(ours_png, n_io)))
         rows.append(("write PNG pair", "bare imencode+write+fsync", rate(bare_png_write, n_io)))
-        rows.append(("write PNG pair", "zastava (encode only, level 3)", rate(ours_png_mem, n_io)))
+        rows.append(("write PNG pair", "zastava (encode only)", rate(ours_png_mem, n_io)))
         rows.append(("write PNG pair", "bare cv2.imencode x2 (default)", rate(bare_png, n_io)))
         rows.append(("write DICOS pair", "zastava (encode+atomic fsync)", rate(ours_dicos, n_io)))
         rows.append(("write DICOS pair", "zastava (encode only)", rate(ours_dicos_mem, n_io)))

