@@ -333,7 +333,7 @@ class Hub:
             self._seen[cp].update(software=b["software"], proto=b["proto"])
             self._push_downlinks_to(cp, force=True)
         elif msg.type == "health":
-            self.store.record_health(cp, b["t"], b["backlog"], b["data"])
+            self._seen[cp].update(health=b["data"], health_t=b["t"], backlog=b["backlog"])
         elif msg.type == "downlink_ack":
             fresh = self.store.record_downlink_ack(cp, b["kind"], b["version"], b["ok"], b.get("error"))
             (log.info if b["ok"] else log.warning)(
@@ -343,9 +343,8 @@ class Hub:
             self._refuse("wrong_direction", cp, f"{msg.type} is not accepted by the hub")
 
     def _flush_seen(self) -> None:
-        now = time.time()
-        for cp, fields in self._seen.items():
-            self.store.seen(cp, now, **fields)
+        if self._seen:
+            self.store.update_checkpoints(time.time(), self._seen)
         self._seen = {}
 
     def _push_downlinks(self, force: bool) -> None:

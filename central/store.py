@@ -75,8 +75,7 @@ class HubStore(Protocol):
     """What the hub and the dashboard need; each implementation is safe to use from one thread."""
 
     def write_batch(self, items: list[Inbound]) -> list[bool]: ...
-    def seen(self, checkpoint: str, t: float, **fields: object) -> None: ...
-    def record_health(self, checkpoint: str, t: float, backlog: int, health: dict) -> None: ...
+    def update_checkpoints(self, t: float, updates: dict[str, dict]) -> None: ...
     def queue_downlink(self, kind: str, doc: dict, targets: list[str]) -> int: ...
     def pending_downlinks(self, checkpoint: str) -> list[Downlink]: ...
     def latest_downlink_version(self) -> int: ...
@@ -117,7 +116,7 @@ SCHEMA = [
 ]
 SCHEMA_VERSION = 1
 
-_SEEN_FIELDS = {"backlog", "skew_s", "rtt_s", "software", "proto"}
+_SEEN_FIELDS = {"backlog", "skew_s", "rtt_s", "software", "proto", "health", "health_t"}
 
 
 class SQLiteStore:
@@ -203,25 +202,27 @@ class SQLiteStore:
 
         return self._tx(tx)  # type: ignore[return-value]
 
-    def seen(self, checkpoint: str, t: float, **fields: object) -> None:
-        """Mark a checkpoint seen at hub time t; optional backlog, skew_s, rtt_s, software, proto."""
-        bad = set(fields) - _SEEN_FIELDS
-        if bad:
-            raise ValueError(f"unknown checkpoint fields {sorted(bad)}")
-        cols = ["id", "first_seen", "last_seen", *fields]
-        vals = [checkpoint, t, t, *fields.values()]
-        upd = ", ".join(["last_seen = excluded.last_seen", *(f"{k} = excluded.{k}" for k in fields)])
-        sql = (f"INSERT INTO checkpoints ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-               f" ON CONFLICT (id) DO UPDATE SET {upd}")
-        self._tx(lambda c: c.execute(sql, vals))
+    def update_checkpoints(self, t: float, updates: dict[str, dict]) -> None:
+        """Mark checkpoints seen at hub time t, with any of backlog, skew_s, rtt_s, software, proto,
+        health (a map) and health_t; one transaction for all, because the hub flushes the control
+        plane of every connected checkpoint once a second."""
+        stmts = []
+        for cp, fields in updates.items():
+            bad = set(fields) - _SEEN_FIELDS
+            if bad:
+                raise ValueError(f"unknown checkpoint fields {sorted(bad)}")
+            f = dict(fields)
+            if "health" in f:
+                f["health"] = json.dumps(f["health"], default=_bin)
+            cols = ["id", "first_seen", "last_seen", *f]
+            upd = ", ".join(["last_seen = excluded.last_seen", *(f"{k} = excluded.{k}" for k in f)])
+            stmts.append((f"INSERT INTO checkpoints ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                          f" ON CONFLICT (id) DO UPDATE SET {upd}", [cp, t, t, *f.values()]))
+        if stmts:
+            self._tx(lambda c: [c.execute(sql, args) for sql, args in stmts])
 
-    def record_health(self, checkpoint: str, t: float, backlog: int, health: dict) -> None:
-        now = time.time()
-        self._tx(lambda c: c.execute(
-            "INSERT INTO checkpoints (id, first_seen, last_seen, backlog, health, health_t) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, backlog = excluded.backlog,"
-            " health = excluded.health, health_t = excluded.health_t",
-            (checkpoint, now, now, backlog, json.dumps(health, default=_bin), t)))
+    def seen(self, checkpoint: str, t: float, **fields: object) -> None:
+        self.update_checkpoints(t, {checkpoint: fields})
 
     # --- downlink ---------------------------------------------------------------------------------
     def queue_downlink(self, kind: str, doc: dict, targets: list[str]) -> int:

@@ -52,9 +52,11 @@ def test_alert_filters(store):
 def test_checkpoint_status_and_downlinks(store):
     store.seen("CP-01", 1000.0, software="zastava-edge/0.1", proto=1)
     store.seen("CP-01", 1001.0, backlog=7, skew_s=-0.4, rtt_s=0.002)
-    store.record_health("CP-01", 999.0, 6, {"lane1": "ok"})
+    store.update_checkpoints(1002.0, {"CP-01": {"backlog": 6, "health": {"lane1": "ok"}, "health_t": 999.0},
+                                      "CP-02": {}})
     store.write_batch([_alert("a1")])
-    (c,) = store.checkpoints()
+    c, c2 = store.checkpoints()
+    assert (c2.id, c2.first_seen, c2.last_seen, c2.backlog) == ("CP-02", 1002.0, 1002.0, None)
     assert (c.id, c.first_seen, c.backlog, c.clock_skew_s, c.software, c.alerts) == ("CP-01", 1000.0, 6, -0.4,
                                                                                      "zastava-edge/0.1", 1)
     assert c.health == {"lane1": "ok"} and c.health_t == 999.0
