@@ -80,7 +80,9 @@ class FrontEndConfig:
     baseline_tau_s: float = 600.0  # the jamming baseline follows a quiet floor this slowly
     jam_rise_db: float = 6.0  # instant floor over baseline by this much ...
     jam_min_fraction: float = 0.25  # ... over this share of the band = jamming
-    dc_notch_bins: int = 3  # bins either side of DC ignored (the RTL-SDR's LO leakage spike)
+    # bins either side of DC that keep their own floor (the RTL-SDR's LO leakage spike sits
+    # there): a signal must rise over the spike, not over the band's floor, to be detected
+    dc_notch_bins: int = 3
     edge_bins_fraction: float = 0.02  # band edges (anti-alias roll-off) ignored
     max_nonfinite_fraction: float = 0.5  # above this a block is refused, below it bad samples are zeroed
 
@@ -221,8 +223,9 @@ class FrontEnd:
             valid[:edge] = False
             valid[n - edge:] = False
         self._notch = (n // 2 - c.dc_notch_bins, n // 2 + c.dc_notch_bins + 1) if c.dc_notch_bins >= 0 else (0, 0)
+        self.detect_bins = valid.copy()  # where CFAR runs: all but the band edges
         valid[self._notch[0]: self._notch[1]] = False
-        self.valid_bins = valid
+        self.valid_bins = valid  # where the floor's rise is measured: also not the DC spike
 
     # -- spectrum -------------------------------------------------------------------------------
 
@@ -259,7 +262,11 @@ class FrontEnd:
         qd = q.reshape(-1, dec).mean(axis=1)
         wide = ndimage.median_filter(qd, size=max(3, (n // 4) // dec | 1), mode="nearest")
         narrow = ndimage.median_filter(qd, size=9, mode="nearest")
-        return np.repeat(np.minimum(wide, narrow), dec)
+        floor = np.repeat(np.minimum(wide, narrow), dec)
+        lo, hi = self._notch
+        if hi > lo:  # the DC spike's bins: their own level (+0.5 dB: a per-bin estimate is noisier)
+            floor[lo:hi] = np.maximum(floor[lo:hi], q[lo:hi] + 0.5)
+        return floor
 
     # -- per block --------------------------------------------------------------------------------
 
@@ -367,7 +374,7 @@ class FrontEnd:
         else:
             smooth = ndimage.uniform_filter(ratio, size=(min(c.box_rows, rows.shape[0]), c.box_bins), mode="nearest")
         seed_t, grow_t = 10 ** (c.seed_db / 10), 10 ** (c.grow_db / 10)
-        grow = (smooth > grow_t) & self.valid_bins
+        grow = (smooth > grow_t) & self.detect_bins
         if not grow.any():
             return [], tail
         seed = (smooth > seed_t) & grow
