@@ -4,7 +4,7 @@ Inputs (each optional but metrics.json): models/rf/metrics.json (train.py), mode
 (`zastava eval rf --json` plus its details), models/rf/noise_fa.json (noise_false_alarms.py),
 bench/results/rf_frontend.json (bench_rf_frontend.py).
 
-  .venv/bin/python -m models.rf.card
+  .venv/bin/python -m models.rf.card [--eval DATA_DIR]   (--eval: run `eval rf` on DATA_DIR first)
 """
 
 from __future__ import annotations
@@ -128,11 +128,32 @@ spike and IQ imbalance, cu8, block by block): **{fa["new_emitters"]} new emitter
     return "".join(s)
 
 
-def main() -> int:
+def run_eval(data: Path) -> dict:
+    """`zastava eval rf` on DATA with the shipped model; figures + details into models/rf/eval.json."""
+    from detectors.rf.evaluate import evaluate
+
+    r = evaluate(data, None, data / "eval")
+    labelled = len(list((data / "labelled").glob("*.sigmf-meta")))
+    detection = len(list((data / "detection").glob("*.sigmf-meta")))
+    out = {**r, "details": {**r.details, "dataset": f"{labelled} labelled + {detection} detection captures"}}
+    (HERE / "eval.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--eval", type=Path, default=None, help="a `zastava sim dataset rf` folder to evaluate first")
+    a = p.parse_args(argv)
+    if a.eval:
+        run_eval(a.eval)
     (HERE / "MODEL_CARD.md").write_text(render())
     print(HERE / "MODEL_CARD.md")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
