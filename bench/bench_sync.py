@@ -115,6 +115,40 @@ def ours_backlog(root: Path, n: int) -> dict:
         rig.stop_all()
 
 
+def soak(root: Path, rounds: int, seed: int = 1) -> dict:
+    """kill -9 of the sender or the hub at random moments while alerts keep being committed."""
+    import random
+
+    rng = random.Random(seed)
+    rig = Rig(root, heartbeat_s=0.5)
+    try:
+        rig.start_hub()
+        rig.start_sender()
+        ids: list[str] = []
+        kills = {"sender": 0, "hub": 0}
+        t0 = time.monotonic()
+        for _ in range(rounds):
+            ids += rig.add_alerts(rng.randint(5, 60), evidence_bytes=EVIDENCE)
+            time.sleep(rng.uniform(0.01, 0.5))
+            victim = "sender" if rng.random() < 0.5 else "hub"
+            kills[victim] += 1
+            if victim == "sender":
+                rig.kill(rig.senders["CP-01"])
+                ids += rig.add_alerts(rng.randint(0, 20), evidence_bytes=EVIDENCE)
+                rig.start_sender(wait=rng.random() < 0.5)
+            else:
+                rig.kill(rig.hub)
+                ids += rig.add_alerts(rng.randint(0, 20), evidence_bytes=EVIDENCE)
+                rig.start_hub()
+        wait_for(lambda: rig.backlog() == 0, 300, what="soak final flush")
+        got = rig.hub_alert_ids()
+        return {"rounds": rounds, "kills": kills, "alerts": len(ids), "stored": len(got),
+                "lost": len(set(ids) - set(got)), "duplicated": len(got) - len(set(got)),
+                "unexpected": len(set(got) - set(ids)), "seconds": time.monotonic() - t0}
+    finally:
+        rig.stop_all()
+
+
 # --- bare pyzmq + sqlite3 ---------------------------------------------------------------------------
 class Bare:
     """The same exchange with nothing of ours: a reference for what the libraries alone cost."""
@@ -299,6 +333,8 @@ def bare_backlog(root: Path, n: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short run (well under a minute)")
+    ap.add_argument("--soak", type=int, default=0, metavar="ROUNDS",
+                    help="also run ROUNDS of kill -9 (sender or hub) and count lost/duplicated alerts")
     args = ap.parse_args()
     lat_s, sus_n, back_n = (3.0, 1500, 2000) if args.quick else (20.0, 10_000, 10_000)
     out: dict = {"quick": args.quick, "evidence_bytes": EVIDENCE, "machine": platform.machine(),
@@ -309,6 +345,8 @@ def main() -> int:
         out["latency"] = {"zastava": ours_latency(t / "ol", lat_s), "bare": bare_latency(t / "bl", lat_s)}
         out["sustained"] = {"zastava": ours_sustained(t / "os", sus_n), "bare": bare_sustained(t / "bs", sus_n)}
         out["backlog"] = {"zastava": ours_backlog(t / "ob", back_n), "bare": bare_backlog(t / "bb", back_n)}
+        if args.soak:
+            out["soak"] = soak(t / "soak", args.soak)
     out["targets"] = {"latency_p99_ms_below": 10, "sustained_alerts_per_s_at_least": 3000}
 
     L, S, B = out["latency"], out["sustained"], out["backlog"]
@@ -320,6 +358,10 @@ def main() -> int:
     print(f"{'  edge commit rate alone (alerts/s)':<44} {S['zastava']['edge_commit_per_s']:>12.0f} "
           f"{S['bare']['edge_commit_per_s']:>18.0f}")
     print(f"{f'backlog of {back_n} flushed in (s)':<44} {B['zastava']['seconds']:>12.2f} {B['bare']['seconds']:>18.2f}")
+    if "soak" in out:
+        k = out["soak"]
+        print(f"soak: {k['rounds']} kill -9 rounds ({k['kills']}), {k['alerts']} alerts: lost {k['lost']}, "
+              f"duplicated {k['duplicated']}, unexpected {k['unexpected']} ({k['seconds']:.0f} s)")
     res = HERE / "results"
     res.mkdir(exist_ok=True)
     (res / "sync.json").write_text(json.dumps(out, indent=2))
