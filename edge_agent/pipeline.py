@@ -87,7 +87,7 @@ def pump(name: str, iterator_factory: Callable, out: DropQueue, stop: threading.
          handshake: bool = False) -> threading.Thread:
     """Move items from a driver's iterator into a queue in a thread of their own.
 
-    Queue entries are (item, done) pairs. With `handshake`, the pump waits for the consumer to
+    Queue entries are (item, done, arrival monotonic time) triples. With `handshake`, the pump waits for the consumer to
     set `done` before it resumes the driver's iterator: a spool driver records a file as
     processed when its iterator is resumed, so this makes 'processed' mean 'its alerts are
     committed' and a crash can only cause a re-read, never a lost bag.
@@ -103,7 +103,7 @@ def pump(name: str, iterator_factory: Callable, out: DropQueue, stop: threading.
                     if stop.is_set():
                         break
                     done = threading.Event() if handshake else None
-                    if out.put((item, done), block_s) and done is not None:
+                    if out.put((item, done, time.monotonic()), block_s) and done is not None:
                         while not done.wait(0.5):
                             if stop.is_set():
                                 return  # not acknowledged: the driver will offer it again

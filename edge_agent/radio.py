@@ -65,7 +65,7 @@ class RadioReceiver:
             self._files = FileStore(self._store, self.files_root, self.cfg.storage.quota_mb << 20,
                                     self.cfg.storage.hard_limit_mb << 20)
         try:
-            block, _ = self.queue.get(timeout=0.5)
+            block, _, _ = self.queue.get(timeout=0.5)
         except queue.Empty:
             return
         t0 = time.monotonic()

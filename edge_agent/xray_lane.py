@@ -136,10 +136,9 @@ class XrayLane:
     def _step(self) -> None:
         self._open_store()
         try:
-            frame, done = self.queue.get(timeout=0.5)
+            frame, done, arrived = self.queue.get(timeout=0.5)
         except queue.Empty:
             return
-        arrived = time.monotonic()
         self.counters["frames"] += 1
         try:
             self.process(frame, arrived)
