@@ -214,3 +214,45 @@ def test_shipped_model_finds_planted_narcotics_and_stays_quiet_on_clean_bags():
         bag = make_bag(rng, None)
         alarms += len(det.detect(bag.high, bag.low))
     assert alarms <= 1
+
+
+def _scene(extra) -> tuple[np.ndarray, np.ndarray]:
+    """A parcel of clothes (organic 1 g/cm^2) with a 60 x 80 px powder brick at rows 200-260,
+    columns 300-380, and whatever `extra` adds around it."""
+    layers = np.zeros((len(physics.MATERIALS), 448, 640), np.float32)
+    org = physics.MATERIAL_INDEX["organic"]
+    layers[org, 60:400, 80:580] = 1.0
+    layers[org, 200:260, 300:380] += 5.0
+    extra(layers)
+    return physics.render(layers, np.random.default_rng(1))
+
+
+def _describe(high, low):
+    from detectors.xray.detector import Candidates, describe
+
+    c = Candidates(np.array([[300, 200, 380, 260]], np.float32), np.array([0.9], np.float32), np.array([0]))
+    return describe(c, list(CLASSES), materials(high, low))[0]
+
+
+def test_concealment_from_the_image():
+    loose = _describe(*_scene(lambda layers: None))
+    assert not loose.concealed and loose.concealment_reason is None and loose.material == "organic"
+
+    def in_a_tin(layers):  # an aluminium case (electronics housing) around the brick
+        layers[physics.MATERIAL_INDEX["aluminium"], 185:275, 285:395] += 1.5
+
+    boxed = _describe(*_scene(in_a_tin))
+    assert boxed.concealed and "electronics" in boxed.concealment_reason
+
+    def under_books(layers):  # a thick layer of paper over and around it
+        layers[physics.MATERIAL_INDEX["organic"], 170:290, 270:410] += 8.0
+
+    buried = _describe(*_scene(under_books))
+    assert buried.concealed and "clutter" in buried.concealment_reason
+
+    def at_the_wall(layers):  # the bag ends right at the brick's edge: it sits in the lining
+        layers[:, :, 385:] = 0
+        layers[:, :, 372:385] += 0.5
+
+    lining = _describe(*_scene(at_the_wall))
+    assert lining.concealed and "lining" in lining.concealment_reason

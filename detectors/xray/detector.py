@@ -43,6 +43,7 @@ NMS_IOU = 0.45
 # candidates below this never reach NMS, whatever the per-class threshold (keeps NMS cheap)
 MIN_CANDIDATE_SCORE = 0.05
 MAX_CANDIDATES = 300
+WALL_PX = 10  # ~15 mm at 1.5 mm/px: closer than that to the bag's outline = in the wall or lining
 
 
 @dataclass
@@ -125,12 +126,13 @@ def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[Xr
     if len(boxes.scores) == 0:
         return []
     inside_bag = bag_mask(m.mu_high)
+    wall_dist = cv2.distanceTransform(inside_bag, cv2.DIST_L2, 3)  # px to the bag's outline
     out = []
     for (x1, y1, x2, y2), s, c in zip(boxes.boxes, boxes.scores, boxes.classes, strict=True):
         b = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2)))
         material, zeff = box_material(m, b)
         cls = class_names[int(c)]
-        concealed, reason = concealment(m, inside_bag, b, cls)
+        concealed, reason = concealment(m, inside_bag, wall_dist, b, cls)
         out.append(XrayFinding(cls, float(s), b, material, zeff, concealed, reason))
     return out
 
@@ -153,7 +155,7 @@ def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, flo
     return material, round(zeff, 1)
 
 
-def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, int],
+def concealment(m: Materials, inside_bag: np.ndarray, wall_dist: np.ndarray, box: tuple[int, int, int, int],
                 cls: str) -> tuple[bool, str | None]:
     """Whether the object sits inside another object, judged from a ring around its box:
 
@@ -161,7 +163,7 @@ def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, 
     - a ring mostly metal/inorganic -> inside electronics, a bottle or a tin;
     - a ring that is itself dense (the box's surroundings attenuate like packed contents) -> under
       dense clutter;
-    - a box touching the bag outline's edge band -> in the lining / wall.
+    - an object within WALL_PX of the bag's outline -> in the lining / wall.
     """
     if cls == "concealment":
         return True, "structural: false bottom or double wall"
@@ -182,8 +184,8 @@ def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, 
     mu_ring = float(np.median(m.mu_high[Y1:Y2, X1:X2][ring]))
     if mu_ring > 1.2:
         return True, f"under dense clutter (surroundings attenuate {mu_ring:.1f})"
-    edge = cv2.erode(inside_bag, np.ones((15, 15), np.uint8))
-    if inside_bag[y1:y2, x1:x2].any() and not edge[y1:y2, x1:x2].all() and (edge[y1:y2, x1:x2].mean() < 0.8):
+    d = wall_dist[y1:y2, x1:x2]
+    if (d > 0).any() and float(d[d > 0].min()) <= WALL_PX:
         return True, "in the bag wall or lining"
     return False, None
 
