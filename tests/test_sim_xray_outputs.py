@@ -332,8 +332,8 @@ def test_scanner_device_streams_bags_to_every_output(tmp_path):
 def test_scanner_faults_damage_files_and_stall_the_stream(tmp_path, caplog):
     from hw_sim.xray.device import start
 
-    dev = start(_section(tmp_path, outputs=["spool_dicos"], bag_interval_s=2.0), seed=2, clock=SimClock(20.0),
-                state_dir=tmp_path, link=None, stop=threading.Event())
+    dev = start(_section(tmp_path, outputs=["spool_dicos"], bag_interval_s=2.0, first_bag_s=1.0), seed=2,
+                clock=SimClock(4.0), state_dir=tmp_path, link=None, stop=threading.Event())
     try:
         dicos_dir = Path(dev.urls["spool_dicos"].removeprefix("spool://"))
         dev.inject("truncated_image", 0, {"count": 1})
@@ -352,7 +352,10 @@ def test_scanner_faults_damage_files_and_stall_the_stream(tmp_path, caplog):
     assert st["files_damaged"] == 4 and st["errors"] == 1
     truth = [json.loads(x) for x in (tmp_path / "ground_truth.jsonl").read_text().splitlines()]
     damaged = {r["bag_id"]: r["damaged"] for r in truth}
-    assert list(damaged.values())[:3] == ["truncate", "corrupt", None]
+    how = list(damaged.values())
+    # the first bag was truncated; the corrupt fault hit exactly one later bag (which one depends on
+    # whether the next bag was already being made when it was injected)
+    assert how[0] == "truncate" and how.count("truncate") == 1 and how[1:].count("corrupt") == 1
     for bid, how in damaged.items():
         for energy in ("high", "low"):
             path = dicos_dir / f"{bid}_{energy}.dcs"
