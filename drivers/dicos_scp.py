@@ -215,7 +215,10 @@ class DicosScpSource(HealthMixin):
             return dict(self.counters, queued=len(self._frames), waiting_for_partner=len(self.pairer.pending))
 
     def close(self) -> None:
-        self.server.shutdown()
+        with self._lock:
+            server, self.server = self.server, None
+        if server is not None:  # idempotent: the lane and a test may both close it
+            server.shutdown()
         self._set_state("closed", False)
 
 
