@@ -59,6 +59,26 @@ def agent(tmp_path):
     store.close()
 
 
+def wait_js(page, expr: str, timeout: float = 5000) -> None:
+    """Poll a JS expression from Python: Playwright's wait_for_function evals strings in the page, which
+    our Content-Security-Policy (script-src 'self', no eval) rightly refuses."""
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        if page.evaluate(expr):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {expr}")
+        time.sleep(0.1)
+
+
+def watch_errors(page) -> list[str]:
+    """JS exceptions and console errors (e.g. a CSP refusal) seen by the page; a test asserts none."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    return errors
+
+
 def login(page, base, name):
     page.goto(base + "/")
     assert page.url.endswith("/login")
@@ -80,6 +100,7 @@ def test_console_in_chromium(browser, agent):
     radio = add_radio(state, store)
     ctx = browser.new_context(viewport={"width": 1600, "height": 900})
     page = ctx.new_page()
+    errors = watch_errors(page)
     # refused before login: pages redirect, the API answers 401
     assert page.goto(base + "/api/alerts").url.endswith("/login")
     assert page.request.get(base + "/api/alerts").status == 401
@@ -87,7 +108,7 @@ def test_console_in_chromium(browser, agent):
 
     # a bag with narcotics arrives live: its box is drawn and its finding listed, no reload
     _, alerts = add_bag(state, store, files, "L1", "bag-narc", seed=11, narcotics=True)
-    page.wait_for_function("document.getElementById('bag-id').textContent === 'bag-narc'", timeout=10000)
+    wait_js(page, "document.getElementById('bag-id').textContent === 'bag-narc'", timeout=10000)
     page.wait_for_selector("#findings li.f-narcotics")
     time.sleep(0.5)
     # the box: amber stroke pixels on the canvas where the finding is
@@ -142,7 +163,7 @@ def test_console_in_chromium(browser, agent):
         state.events.publish("waterfall", {"receiver": "rx1", "center_hz": view.center_hz, "rate_hz": view.rate_hz,
                                            "row": [round(float(v) + (30 if 200 < j < 206 and k % 6 < 4 else 0), 1)
                                                    for j, v in enumerate(row)], "emitters": view.emitters})
-    page.wait_for_function("S.wf.rx1 && S.wf.rx1.rows >= 90", timeout=10000)
+    wait_js(page, "S.wf.rx1 && S.wf.rx1.rows >= 90", timeout=10000)
     page.wait_for_selector("#rx-rx1 table.emitters tr.unlicensed")
     assert "pmr446" in page.inner_text("#rx-rx1") and "NO" in page.inner_text("#rx-rx1")
     assert "rf.unlicensed" in page.inner_text("#radio-alerts")
@@ -161,7 +182,7 @@ def test_console_in_chromium(browser, agent):
         n += 1
         assert n < 30, "no projection in 30 clear bags at tip_rate 0.5"
         add_bag(state, store, files, "L1", f"clear-{n}", seed=100 + n)
-        page.wait_for_function(f"document.getElementById('bag-id').textContent === 'clear-{n}'", timeout=10000)
+        wait_js(page, f"document.getElementById('bag-id').textContent === 'clear-{n}'", timeout=10000)
         if any(a["tip"] and a["bag_id"] == f"clear-{n}" for a in store.alerts(limit=50, include_tip=True)):
             break
     time.sleep(0.5)
@@ -170,6 +191,8 @@ def test_console_in_chromium(browser, agent):
     page.wait_for_selector("#tipbanner.hit")
     assert "Threat Image Projection" in page.inner_text("#tipbanner")
     shot(page, "console_tip_hit")
+    # only the deliberate 401/403 refusals above may show in the page's console
+    assert [e for e in errors if "status of 401" not in e and "status of 403" not in e] == [], errors
     ctx.close()
 
     # the supervisor sees the score; the engineer sees raw counters

@@ -11,7 +11,7 @@ from central.config import DashboardConfig
 from central.dashboard.server import start_dashboard
 from central.store import open_store
 from tests.conftest import free_port, wait_for
-from tests.test_browser_console import CHROMIUM_ARGS, SHOTS, browser, login, pytestmark  # noqa: F401
+from tests.test_browser_console import CHROMIUM_ARGS, SHOTS, browser, login, pytestmark, wait_js, watch_errors  # noqa: F401
 from tests.test_dashboard import fill_users, put_alert, put_decision
 
 __all__ = ["pytestmark"]
@@ -28,8 +28,8 @@ def central(tmp_path):
         devs = {"L1.source": {"state": "ok"}, "L1.control": {"state": "ok"}, "rx1.source": {"state": "ok"}}
         if cp == "cp-east-02":
             devs["rx1.source"] = {"state": "stalled", "last_error": "rtl_tcp stalled"}
-        store.record_health(cp, now, i * 2, {"devices": devs})
         store.seen(cp, now - (900 if cp == "cp-west-04" else 1), backlog=i * 2 if cp != "cp-west-04" else 57,
+                   health={"devices": devs}, health_t=now,
                    skew_s=0.01 * i)
     kinds = [("xray.narcotics", "high"), ("rf.unlicensed", "medium"), ("xray.weapon", "critical"),
              ("rf.drone", "high"), ("xray.currency", "medium"), ("xray.concealment", "medium")]
@@ -51,6 +51,7 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     base, store, data = central
     ctx = browser.new_context(viewport={"width": 1700, "height": 950})
     page = ctx.new_page()
+    errors = watch_errors(page)
     login(page, base, "sam")
     page.wait_for_selector("#cp-table tr[data-cp='cp-west-04']")
     assert "OFFLINE" in page.inner_text("#cp-table tr[data-cp='cp-west-04']")
@@ -65,18 +66,18 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     page.wait_for_selector("#detail img.evidence")
     assert "pending at the checkpoint" in page.inner_text("#detail")
     put_decision(store, "cp-north-01", uid, officer="olga", decision="contraband_found", kind="narcotics")
-    page.wait_for_function(f"document.querySelector(\"#feed tr[data-uuid='{uid}'] td.dec\").textContent.includes('contraband found')",
+    wait_js(page, f"document.querySelector(\"#feed tr[data-uuid='{uid}'] td.dec\").textContent.includes('contraband found')",
                            timeout=10000)
-    page.wait_for_function("document.getElementById('detail').innerText.includes('olga')", timeout=10000)
+    wait_js(page, "document.getElementById('detail').innerText.includes('olga')", timeout=10000)
 
     # filters
     page.select_option("#f-kind", "rf.")
-    page.wait_for_function("[...document.querySelectorAll('#feed tbody tr')].every(r => r.innerText.includes('rf.'))")
+    wait_js(page, "[...document.querySelectorAll('#feed tbody tr')].every(r => r.innerText.includes('rf.'))")
     page.select_option("#f-checkpoint", "cp-east-02")
-    page.wait_for_function("[...document.querySelectorAll('#feed tbody tr')].every(r => r.innerText.includes('cp-east-02'))")
+    wait_js(page, "[...document.querySelectorAll('#feed tbody tr')].every(r => r.innerText.includes('cp-east-02'))")
     page.select_option("#f-kind", "")
     page.select_option("#f-checkpoint", "")
-    page.wait_for_function("document.querySelectorAll('#feed tbody tr').length === 13")
+    wait_js(page, "document.querySelectorAll('#feed tbody tr').length === 13")
 
     # send a frequency plan down to two chosen checkpoints
     page.check("#cp-table tr[data-cp='cp-north-01'] input.pick")
@@ -84,7 +85,7 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     page.select_option("#dl-kind", "frequency_plan")
     page.fill("#dl-text", 'name = "north"\n[[bands]]\nstart_hz = 446.0e6\nstop_hz = 446.2e6\nlabel = "PMR446"\nlicensed = true\n')
     page.click("#dl-send")
-    page.wait_for_function("document.getElementById('dl-result').textContent.startsWith('Queued')")
+    wait_js(page, "document.getElementById('dl-result').textContent.startsWith('Queued')")
     assert {x["checkpoint"] for x in store.downlinks()} == {"cp-north-01", "cp-west-04"}
     page.wait_for_selector("#dl-table tbody tr")
     page.click(f"#feed tr[data-uuid='{uid}']")
@@ -92,6 +93,7 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     time.sleep(0.3)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "dashboard.png"))
+    assert errors == [], errors
     ctx.close()
 
     # an officer sees the feed but cannot send documents nor open the engineer page

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, free_port, zastava_cmd
-from tests.test_browser_console import CHROMIUM, SHOTS, browser  # noqa: F401
+from tests.test_browser_console import CHROMIUM, SHOTS, browser, wait_js  # noqa: F401
 
 pytestmark = [
     pytest.mark.browser, pytest.mark.slow,
@@ -79,8 +79,8 @@ def test_narcotics_bag_to_dashboard(browser, demo):  # noqa: F811
     assert page.request.get(con + "/api/engineer/health").status == 403
 
     # wait for a bag with a narcotics finding on the lane view; its box is drawn on the canvas
-    page.wait_for_function("S.bag && S.bag.findings.some(f => f.cls === 'narcotics') && viewer.boxes.length > 0",
-                           timeout=120000, polling=200)
+    wait_js(page, "S.bag && S.bag.findings.some(f => f.cls === 'narcotics') && viewer.boxes.length > 0",
+                           timeout=120000)
     bag = page.evaluate("S.bag")
     box = next(f for f in bag["findings"] if f["cls"] == "narcotics")["box"]
     assert box[2] > box[0] and box[3] > box[1] and bag["alert_uuids"]
@@ -103,11 +103,11 @@ def test_narcotics_bag_to_dashboard(browser, demo):  # noqa: F811
     uuid = next(u for u in bag["alert_uuids"])
     sel = f"#feed tr[data-uuid='{uuid}'] td.dec"
     page.wait_for_selector(sel, timeout=60000)
-    page.wait_for_function(f"document.querySelector(\"{sel}\").textContent.includes('contraband found')",
-                           timeout=60000, polling=500)
+    wait_js(page, f"document.querySelector(\"{sel}\").textContent.includes('contraband found')",
+                           timeout=60000)
     assert "officer" in page.inner_text(sel)
     page.click(f"#feed tr[data-uuid='{uuid}']")
-    page.wait_for_function("document.getElementById('detail').innerText.includes('e2e: found in the lining')",
+    wait_js(page, "document.getElementById('detail').innerText.includes('e2e: found in the lining')",
                            timeout=15000)
     page.wait_for_selector("#detail img.evidence", timeout=15000)
     time.sleep(0.5)

@@ -178,3 +178,14 @@ def test_session_survives_only_with_the_same_key(tmp_path):
     k1 = webauth.session_secret(tmp_path / "key")
     assert webauth.session_secret(tmp_path / "key") == k1
     assert stat.S_IMODE(os.stat(tmp_path / "key").st_mode) == 0o600
+
+
+def test_security_headers_on_every_response(tmp_path):
+    app, _, _ = small_app(tmp_path, secure=False)
+    c = TestClient(app)
+    for r in (c.get("/login"), c.get("/api/thing"), login(c, "olga", "officer-pass-1"), c.get("/api/thing"),
+              c.get("/eng/page")):
+        assert r.headers["x-frame-options"] == "DENY", r.request.url
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
