@@ -166,7 +166,7 @@ def test_any_seed_and_size_makes_a_valid_bag(seed, cls, rows, kind):
 def test_dataset_is_byte_identical_and_matches_its_labels(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     write_dataset(a, count=8, seed=3, progress=False, contraband_share=0.75)
-    write_dataset(b, count=8, seed=3, progress=True, contraband_share=0.75)
+    write_dataset(b, count=8, seed=3, progress=True, contraband_share=0.75, workers=2)  # same bytes
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     for rel in files_a:
@@ -195,5 +195,7 @@ def test_dataset_refuses_bad_arguments(tmp_path):
         write_dataset(tmp_path, count=-1, seed=0, progress=False)
     with pytest.raises(ValueError):
         write_dataset(tmp_path, count=1, seed=0, progress=False, contraband_share=1.5)
+    with pytest.raises(ValueError):
+        write_dataset(tmp_path, count=1, seed=0, progress=False, workers=0)
     with pytest.raises(ValueError):
         bag_rng(-1, 0)

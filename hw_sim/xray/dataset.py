@@ -16,8 +16,10 @@ except the progress line on stderr, which never reaches a file.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -81,6 +83,26 @@ class Progress:
         sys.stderr.flush()
 
 
+def encoded_bag(args: tuple[int, int, float, dict[str, float], tuple[int, int]]) -> tuple[dict[str, bytes], dict]:
+    """Bag `index` of a dataset as ({relative path: file bytes}, its labels.jsonl record).
+
+    A plain function of its arguments, so worker processes can make bags in any order and the
+    result is the same as making them one by one.
+    """
+    seed, i, share, mix, shape = args
+    bag = dataset_bag(seed, i, share, mix, shape)
+    high, low = f"images/{i:06d}_high.png", f"images/{i:06d}_low.png"
+    files = {high: encode_png(bag.high), low: encode_png(bag.low)}
+    objects = []
+    for k, gt in enumerate(bag.objects):
+        mask_name = f"masks/{i:06d}_{k:02d}.png"
+        files[mask_name] = encode_png(gt.mask.astype(np.uint8) * 255)
+        objects.append({**gt.as_json(), "mask": mask_name})
+    rec = {"index": i, "bag_id": bag.bag_id, "kind": bag.kind, "high": high, "low": low,
+           "pixel_spacing_mm": list(bag.pixel_spacing_mm), "objects": objects}
+    return files, rec
+
+
 def write_dataset(
     out: Path,
     count: int,
@@ -90,12 +112,18 @@ def write_dataset(
     contraband_share: float = 0.5,
     class_mix: dict[str, float] | None = None,
     shape: tuple[int, int] = IMAGE_SHAPE,
+    workers: int = 1,
 ) -> None:
-    """Write `count` bags under `out`; ~`contraband_share` of them carry contraband from `class_mix`."""
+    """Write `count` bags under `out`; ~`contraband_share` of them carry contraband from `class_mix`.
+
+    `workers` > 1 makes bags in that many processes; the files are the same bytes either way.
+    """
     if count < 0:
         raise ValueError("count must be >= 0")
     if not 0.0 <= contraband_share <= 1.0:
         raise ValueError("contraband_share must be within [0, 1]")
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
     mix = dict(class_mix or DEFAULT_MIX)
     check_mix(mix)
     out = Path(out)
@@ -105,24 +133,28 @@ def write_dataset(
     bags = {"clean": 0, "with_contraband": 0}
     places: dict[str, int] = {}
     bar = Progress(count, progress)
-    with open(out / "labels.jsonl", "w", encoding="utf-8", newline="\n") as labels:
-        for i in range(count):
-            bag = dataset_bag(seed, i, contraband_share, mix, shape)
-            high, low = f"images/{i:06d}_high.png", f"images/{i:06d}_low.png"
-            (out / high).write_bytes(encode_png(bag.high))
-            (out / low).write_bytes(encode_png(bag.low))
-            objects = []
-            for k, gt in enumerate(bag.objects):
-                mask_name = f"masks/{i:06d}_{k:02d}.png"
-                (out / mask_name).write_bytes(encode_png(gt.mask.astype(np.uint8) * 255))
-                objects.append({**gt.as_json(), "mask": mask_name})
-                tally[gt.cls] += 1
-                places[f"{gt.cls}/{gt.place}"] = places.get(f"{gt.cls}/{gt.place}", 0) + 1
-            bags["with_contraband" if bag.objects else "clean"] += 1
-            rec = {"index": i, "bag_id": bag.bag_id, "kind": bag.kind, "high": high, "low": low,
-                   "pixel_spacing_mm": list(bag.pixel_spacing_mm), "objects": objects}
-            labels.write(json.dumps(rec, sort_keys=True) + "\n")
-            bar.update(i + 1)
+    jobs = ((seed, i, contraband_share, mix, tuple(shape)) for i in range(count))
+    pool = None
+    if workers > 1:
+        # spawn, not fork: the caller may hold threads (a test runner, the simulator) that fork would copy
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(encoded_bag, jobs, chunksize=4)
+    else:
+        results = map(encoded_bag, jobs)
+    try:
+        with open(out / "labels.jsonl", "w", encoding="utf-8", newline="\n") as labels:
+            for i, (files, rec) in enumerate(results):
+                for rel, data in files.items():
+                    (out / rel).write_bytes(data)
+                for o in rec["objects"]:
+                    tally[o["cls"]] += 1
+                    places[f"{o['cls']}/{o['place']}"] = places.get(f"{o['cls']}/{o['place']}", 0) + 1
+                bags["with_contraband" if rec["objects"] else "clean"] += 1
+                labels.write(json.dumps(rec, sort_keys=True) + "\n")
+                bar.update(i + 1)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     meta = {
         "generator": "zastava hw_sim.xray", "version": GENERATOR_VERSION, "seed": seed, "count": count,
         "contraband_share": contraband_share, "class_mix": mix, "image_shape": list(shape),
