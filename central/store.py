@@ -360,8 +360,16 @@ def _open_sqlite(url: str) -> HubStore:
     return SQLiteStore(path)
 
 
-# scheme -> opener; issue 10 adds "postgresql" here.
-BACKENDS: dict[str, Callable[[str], HubStore]] = {"sqlite": _open_sqlite}
+def _open_postgres(url: str) -> HubStore:
+    """Imported only when asked for: psycopg is the optional `postgres` extra (central/store_pg.py)."""
+    from central.store_pg import open_postgres
+
+    return open_postgres(url)
+
+
+# scheme -> opener
+BACKENDS: dict[str, Callable[[str], HubStore]] = {"sqlite": _open_sqlite, "postgresql": _open_postgres,
+                                                   "postgres": _open_postgres}
 
 
 def open_store(url: str) -> HubStore:

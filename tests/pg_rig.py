@@ -1,0 +1,143 @@
+"""A real PostgreSQL server for tests and the benchmark, from Debian's packages.
+
+`initdb` into a fresh temporary folder, `pg_ctl start` on a free loopback port with the unix socket in
+that folder, trust authentication for one superuser (`zastava`), torn down when the process exits.
+Durability settings are PostgreSQL's defaults (fsync on, synchronous_commit on): the tests and the
+benchmark measure the store as it runs in the field.
+
+PostgreSQL refuses to run as root. When we are root (CI), the server runs as the `postgres` system
+user (runuser), and the folder lives directly under /tmp (pytest's own tmp folders are 0700 root)
+and is chowned to that user.
+
+Skips (pytest) only when the binaries are not installed: `make test` as root installs the
+`postgresql` package (scripts/system-deps.sh).
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import free_port
+
+SUPERUSER = "zastava"
+
+
+def find_bindir() -> Path | None:
+    """The newest /usr/lib/postgresql/<major>/bin that has initdb, or the one on PATH."""
+    cands = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3])
+                   if Path(p).parts[-3].isdigit() else 0)
+    if cands:
+        return Path(cands[-1]).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).parent if on_path else None
+
+
+def not_available_reason() -> str | None:
+    if find_bindir() is None:
+        return "PostgreSQL is not installed (Debian package `postgresql`; `make test` as root installs it)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no `postgres` system user to run the server as"
+    return None
+
+
+@dataclass
+class PgServer:
+    root: Path
+    port: int
+    bindir: Path
+    proc_user: str | None  # the system user the server runs as, when we are root
+
+    @property
+    def host_url(self) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}"
+
+    def url(self, db: str = "postgres") -> str:
+        return f"{self.host_url}/{db}"
+
+    def _run(self, *cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        full = [str(self.bindir / cmd[0]), *cmd[1:]]
+        if self.proc_user:
+            full = ["runuser", "-u", self.proc_user, "--", *full]
+        r = subprocess.run(full, capture_output=True, text=True, timeout=timeout, cwd="/")
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:2])} failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+        return r
+
+    @classmethod
+    def start(cls, max_connections: int = 200) -> PgServer:
+        why = not_available_reason()
+        if why:
+            raise RuntimeError(why)
+        bindir = find_bindir()
+        assert bindir is not None
+        root = Path(tempfile.mkdtemp(prefix="zastava-pg-", dir="/tmp"))  # short: unix socket paths are <108 bytes
+        user = None
+        if os.geteuid() == 0:
+            user = "postgres"
+            pw = pwd.getpwnam(user)
+            os.chown(root, pw.pw_uid, pw.pw_gid)
+        srv = cls(root, 0, bindir, user)
+        # --no-sync only skips fsyncing initdb's own template files; the running server keeps fsync on
+        srv._run("initdb", "-D", str(root / "data"), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
+                 "--locale=C", "--no-sync")
+        last = ""
+        for _ in range(5):  # a free port can be taken between probe and bind: try another
+            srv.port = free_port()
+            opts = (f"-c listen_addresses=127.0.0.1 -c port={srv.port} -c unix_socket_directories={root}"
+                    f" -c max_connections={max_connections} -c fsync=on -c synchronous_commit=on")
+            r = srv._run("pg_ctl", "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-t", "60",
+                         "-o", opts, "start", check=False)
+            if r.returncode == 0:
+                atexit.register(srv.stop)
+                return srv
+            last = r.stderr + (root / "server.log").read_text(errors="replace")[-2000:]
+        srv.stop()
+        raise RuntimeError(f"PostgreSQL did not start: {last}")
+
+    def create_db(self, prefix: str = "t") -> str:
+        """A fresh, empty database; returns its URL."""
+        import psycopg
+
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_db(self, url: str) -> None:
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url(), autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        if (self.root / "data" / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop", check=False)
+        deadline = time.monotonic() + 10
+        while (self.root / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_shared: PgServer | None = None
+
+
+def shared_server() -> PgServer:
+    """One server per test process, started on first use (several test files share it)."""
+    global _shared
+    if _shared is None:
+        _shared = PgServer.start()
+    return _shared
