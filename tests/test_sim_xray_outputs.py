@@ -443,3 +443,23 @@ def test_cli_replay_serves_a_folder_and_says_where(tmp_path, bag):
     ready = json.loads(r.stdout.splitlines()[0])
     assert ready["ready"] and ready["devices"]["scanner"]["spool"] == f"spool://{(tmp_path / 'out').resolve()}"
     assert sorted(os.listdir(tmp_path / "out")) == ["R1_high.png", "R1_low.png"]
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-70000, 70000), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.lists(st.sampled_from(["spool_dicos", "mjpeg", "fax", 3]), max_size=3),
+                    st.dictionaries(st.sampled_from(["narcotics", "weapon", "gold"]), st.floats(-1, 2), max_size=3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["bag_interval_s", "contraband_share", "class_mix", "outputs", "mjpeg_port",
+                                        "cstore_ae", "image_rows", "spool_dicos_dir", "nonsense"]), _VALUES, max_size=5))
+def test_scanner_section_fuzz_gives_a_section_or_a_config_error(data):
+    from hw_sim.xray.device import ScannerSection
+
+    try:
+        sec = validate_data(ScannerSection, data, "scenario.toml", Path("/tmp"))
+    except ConfigError as e:
+        assert e.problems and all(isinstance(p, str) for p in e.problems)
+        return
+    assert sec.bag_interval_s > 0 and 0 <= sec.contraband_share <= 1
+    assert set(sec.outputs) <= {"spool_dicos", "spool_png", "spool_tiff", "cstore", "mjpeg"}

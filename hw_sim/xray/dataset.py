@@ -117,6 +117,7 @@ def write_dataset(
     """Write `count` bags under `out`; ~`contraband_share` of them carry contraband from `class_mix`.
 
     `workers` > 1 makes bags in that many processes; the files are the same bytes either way.
+    (Processes are spawned: a script calling this needs the usual `if __name__ == "__main__":`.)
     """
     if count < 0:
         raise ValueError("count must be >= 0")

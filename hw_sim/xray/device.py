@@ -40,8 +40,8 @@ FAULTS = ("truncated_image", "corrupt_image", "stall")
 class ScannerSection(Strict):
     """[scanner] in a scenario file. Relative spool paths are under the simulator's state folder."""
 
-    bag_interval_s: float = Field(8.0, gt=0, description="scenario seconds between bags")
-    first_bag_s: float = Field(1.0, ge=0, description="scenario seconds before the first bag")
+    bag_interval_s: float = Field(8.0, gt=0, allow_inf_nan=False, description="scenario seconds between bags")
+    first_bag_s: float = Field(1.0, ge=0, allow_inf_nan=False, description="scenario seconds before the first bag")
     contraband_share: float = Field(0.1, ge=0, le=1, description="share of bags carrying contraband")
     class_mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIX))
     outputs: list[str] = Field(default_factory=lambda: ["spool_dicos", "mjpeg"])
@@ -55,7 +55,7 @@ class ScannerSection(Strict):
     cstore_retries: int = Field(2, ge=0, le=20)
     mjpeg_host: str = "127.0.0.1"
     mjpeg_port: int = Field(0, ge=0, le=65535, description="0 = an ephemeral port")
-    mjpeg_fps: float = Field(5.0, gt=0, le=60)
+    mjpeg_fps: float = Field(5.0, gt=0, le=60, allow_inf_nan=False)
     image_rows: int = Field(448, ge=64, le=4096)
     image_cols: int = Field(640, ge=64, le=8192)
     bag_id_prefix: str | None = Field(None, description="default: the run's start time, yymmddHHMMSS-")
