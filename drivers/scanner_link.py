@@ -113,7 +113,8 @@ class ScannerLink(HealthMixin):
 
     # -- commands --------------------------------------------------------------------------------
     def stop_belt(self, reason: str) -> bool:
-        """Ask the scanner to stop the belt; True once it acknowledged (False: no ack in time).
+        """Ask the scanner to stop the belt; True once it acknowledged, False on a refusal or no
+        ack in time. When no events() loop reads the line no ack can be seen: True once written.
 
         Raises ConnectionError when the link is down, so the caller can say the stop failed.
         """

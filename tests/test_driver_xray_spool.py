@@ -295,3 +295,18 @@ def test_folder_vanishing_and_returning_is_a_reconnect(tmp_path):
 def test_bad_url_is_refused_clearly():
     with pytest.raises(ValueError, match="after="):
         SpoolSource("spool:///tmp/x", after="shred")
+
+
+def test_dicos_energy_from_the_file_name_when_image_type_says_nothing(tmp_path):
+    study, series = generate_uid(), generate_uid()
+    hi, lo = bag_image(seed=1), bag_image(seed=2)
+    for energy, img in (("high", hi), ("low", lo)):
+        make_dx(img, energy=None, study=study, series=series, bag_id="N1").save_as(
+            tmp_path / f"N1_{energy}.dcs", enforce_file_format=True)
+    t = Taker(SpoolSource(f"spool://{tmp_path}", **FAST))
+    try:
+        wait_for(lambda: t.frames, what="the pair")
+        f = t.frames[0]
+        assert np.array_equal(f.high, hi) and np.array_equal(f.low, lo) and "pairing" not in f.meta
+    finally:
+        t.close()
