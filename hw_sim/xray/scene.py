@@ -22,7 +22,7 @@ import numpy as np
 
 from hw_sim.xray.physics import MATERIAL_INDEX, MATERIALS, Detector, render
 
-GENERATOR_VERSION = "4"  # bump whenever the same seed would give different files
+GENERATOR_VERSION = "5"  # bump whenever the same seed would give different files
 CLASSES = ("narcotics", "weapon", "currency", "concealment")
 BAG_KINDS = ("suitcase", "backpack", "parcel")
 IMAGE_SHAPE = (448, 640)  # rows along the detector line, columns along the belt
@@ -31,7 +31,7 @@ PIXEL_MM_AT_448 = 1.5  # a 448-element line covers 67 cm: a 6040-class cabinet s
 # Where each class may be hidden (the `place` of its ground truth).
 PLACES: dict[str, tuple[str, ...]] = {
     "narcotics": ("lining", "false_bottom", "double_wall", "electronics", "shoe", "bottle", "under_items"),
-    "weapon": ("loose", "under_items", "lining"),
+    "weapon": ("loose", "under_items", "lining", "electronics"),
     "currency": ("loose", "under_items", "lining", "false_bottom"),
     "concealment": ("false_bottom", "double_wall"),
 }
@@ -700,9 +700,15 @@ def add_narcotics(sc: Scene, place: str) -> GroundTruth | None:
 def add_weapon(sc: Scene, place: str) -> GroundTruth | None:
     sc.drawing = "weapon"
     rng = sc.rng
-    subtype = "knife" if place == "lining" or rng.random() < 0.45 else "firearm"
+    u = rng.random()
+    subtype = "knife" if place == "lining" or u < 0.4 else "firearm" if u < 0.85 else "revolver"
+    if place == "electronics":
+        subtype = "firearm_parts"
     if place == "lining":
         x, y, ang, _ = _edge_strip(sc, 3.0, (0.3, 0.4))
+    elif place == "electronics":
+        host = _host(sc, "electronics")
+        x, y, ang = host.x, host.y, host.ang
     else:
         x, y = sc.spot(10.0)
         ang = float(rng.uniform(-math.pi, math.pi))
@@ -720,6 +726,25 @@ def add_weapon(sc: Scene, place: str) -> GroundTruth | None:
         stamps.append(sc.part("steel" if rng.random() < 0.5 else "organic", guard, 4.0, at=at, stroke_cm=0.5 * s,
                               closed=False, contraband=True))
         stamps.append(sc.part("steel", p(rect(0.5, 2.5, -2.0, 3.0)), 7.87 * 0.4, at=at, contraband=True))
+    elif subtype == "revolver":
+        barrel = rng.uniform(7, 15)
+        stamps.append(sc.part("steel", rect(barrel, 1.6, barrel / 2 + 2.5, 0), 7.87 * 1.2, at=at, profile="dome",
+                              contraband=True))
+        stamps.append(sc.part("steel", ellipse(2.4, 2.0, 32), 7.87 * 2.5, at=at, profile="dome", contraband=True))
+        for k in range(6):  # chambers: less steel where the cartridges sit (brass, counted as steel)
+            a = k * math.pi / 3
+            sc.part("steel", ellipse(0.45, 0.45, 12, 1.3 * math.cos(a), 1.1 * math.sin(a)), -7.87 * 1.2, at=at,
+                    contraband=True)
+        stamps.append(sc.part("steel", rect(9, 2.2, -1.5, -0.3), 7.87 * 0.8, at=at, contraband=True))  # frame
+        grip = np.array([[-4.5, 0.8], [-2.0, 0.8], [-3.5, 10.0], [-7.0, 9.5]])
+        stamps.append(sc.part("organic", grip, 0.8 * 3.0, at=at, profile="pillow", contraband=True))
+        stamps.append(sc.part("steel", np.array([[-1.5, 0.8], [-1.2, 4.0], [2.0, 4.0], [2.0, 1.0]]), 7.87 * 0.3,
+                              at=at, stroke_cm=0.45, closed=False, contraband=True))
+    elif subtype == "firearm_parts":
+        # a pistol stripped to hide it in electronics: slide with barrel, frame, magazine side by side
+        stamps.append(sc.part("steel", rect(17, 2.6, 0, -3.0), 7.87 * 0.8, at=at, profile="pillow", contraband=True))
+        stamps.append(sc.part("steel", rect(11, 1.3, 1.0, 0.0), 7.87 * 1.0, at=at, profile="dome", contraband=True))
+        stamps.append(sc.part("steel", rect(11, 2.6, 0, 3.2), 7.87 * 0.35, at=at, contraband=True))
     else:
         blade_len, width = rng.uniform(8, 20), rng.uniform(1.8, 3.5)
         thick = rng.uniform(0.15, 0.35)
