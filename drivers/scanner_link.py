@@ -91,7 +91,7 @@ class ScannerLink(HealthMixin):
 
     def __init__(self, url: str, *, baud: int | None = None, stall_s: float = 5.0,
                  reopen_after_stall_s: float | None = None, read_timeout_s: float = 0.1,
-                 ack_timeout_s: float = 1.0, frame_timeout_s: float = 0.5, backoff_base_s: float = 0.2,
+                 ack_timeout_s: float = 2.0, frame_timeout_s: float = 0.5, backoff_base_s: float = 0.2,
                  backoff_cap_s: float = 10.0):
         self.url = url
         self.target, self.port_kwargs = port_args(url, baud)

@@ -95,8 +95,8 @@ def sim(tmp_path):
 def test_every_scheme_against_the_simulator(sim):
     devices, scp, state = sim
     scanner, serial_urls = devices["scanner"], devices["serial"]
-    links = [Pump(open_control_link(serial_urls["control"]), "events"),
-             Pump(open_control_link(f"serial://{serial_urls['control_pty']}?baud=115200"), "events")]
+    links = [Pump(open_control_link(serial_urls["control"], ack_timeout_s=10), "events"),
+             Pump(open_control_link(f"serial://{serial_urls['control_pty']}?baud=115200", ack_timeout_s=10), "events")]
     sources = {
         "dicos": Pump(open_frame_source(scanner["spool_dicos"], poll_s=0.1, settle_s=0.1)),
         "png": Pump(open_frame_source(scanner["spool_png"], poll_s=0.1, settle_s=0.1)),

@@ -59,7 +59,7 @@ def control_urls(dev):
 @pytest.mark.parametrize("which", ["socket", "pty"])
 def test_bag_events_status_and_stop_belt(device, which):
     url = control_urls(device)[0 if which == "socket" else 1]
-    col = Collector(open_control_link(url))
+    col = Collector(open_control_link(url, ack_timeout_s=10))
     try:
         wait_for(lambda: col.link.health().connected and col.of("status", type="status"), what="first status")
         device.bag_in("BAG-0001")
@@ -174,7 +174,7 @@ def test_a_cut_frame_followed_by_traffic_is_dropped_and_the_next_frame_read(devi
 
 
 def test_interlock_and_generator_fault_events(device):
-    col = Collector(open_control_link(device.urls["control"]))
+    col = Collector(open_control_link(device.urls["control"], ack_timeout_s=10))
     try:
         wait_for(lambda: col.of("status"), what="first status")
         device.inject("interlock_open", 0.4, {})
