@@ -153,6 +153,7 @@ class AuthCounters:
     unauthenticated: int = 0
     forbidden: int = 0
     csrf_refused: int = 0
+    bad_requests: int = 0  # request bodies/parameters refused by validation (422)
 
 
 @dataclass
@@ -345,6 +346,17 @@ def install(app, auth: Authenticator, secret: str, secure_cookies: bool, cookie_
     def me(request: Request):
         u = request.scope["state"]["user"]
         return {"user": u.name, "role": u.role, "csrf": new_csrf(request.session)}
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        # FastAPI's default echoes the input back, and an input such as Infinity then fails to encode
+        # (a 500). Say where and what is wrong, without the input.
+        auth.counters.bad_requests += 1
+        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     app.add_middleware(AuthGate, auth=auth, rules=rules)
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=cookie_name, max_age=max_age_s,
