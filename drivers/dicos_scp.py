@@ -119,6 +119,7 @@ class DicosScpSource(HealthMixin):
         # or TDR objects gets a per-object C-STORE refusal with a reason, not a failed association
         for uid in {**DX_CLASSES, **DICOS_CLASSES}:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        ae.add_supported_context("1.2.840.10008.1.1")  # Verification: scanners C-ECHO before pushing
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_PDU_RECV, self._on_pdu),
                     (evt.EVT_ESTABLISHED, self._on_established), (evt.EVT_CONN_CLOSE, self._on_close)]
         self.ae = ae

@@ -125,6 +125,7 @@ class SpoolSource(HealthMixin):
         self._closed = threading.Event()
         self._running = False
         self._started_once = False
+        self._last_prune = 0.0
 
     # -- folder plumbing -----------------------------------------------------------------------
     def _start(self) -> None:
@@ -147,11 +148,16 @@ class SpoolSource(HealthMixin):
             if (st.st_size, st.st_mtime_ns) == (size, mtime_ns):
                 log.info("%s: finishing '%s' (%s) left by the last run", self.url, name, status)
                 self._finish(name, size, mtime_ns, status, reason)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the ledger small on a box that runs for months (hourly, and at each start)."""
+        self._last_prune = time.monotonic()
         try:
             present = {e.name for e in os.scandir(self.dir)}
             self.ledger.prune(present, self.prune_after_s)
-        except OSError:
-            pass
+        except (OSError, sqlite3.Error) as e:
+            log.warning("%s: pruning the ledger failed: %s", self.url, e)
 
     def _finish(self, name: str, size: int, mtime_ns: int, status: str, reason: str | None) -> None:
         src = self.dir / name
@@ -324,6 +330,8 @@ class SpoolSource(HealthMixin):
                     return
                 continue
             delays = backoff_delays(self.poll_s, 30.0)
+            if time.monotonic() - self._last_prune > 3600:
+                self._prune()
             for name, size, mtime_ns in ready:
                 if stop.is_set():
                     break

@@ -237,3 +237,11 @@ def test_dcmtk_storescu_pushes_a_pair(scp, tmp_path):
         assert f.bag_id == "DCMTK1" and np.array_equal(f.high, hi) and np.array_equal(f.low, lo)
     finally:
         t.close()
+
+
+def test_c_echo_is_answered(scp):
+    assoc = scu(scp.port, [("1.2.840.10008.1.1", ExplicitVRLittleEndian)])
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()

@@ -310,3 +310,14 @@ def test_dicos_energy_from_the_file_name_when_image_type_says_nothing(tmp_path):
         assert np.array_equal(f.high, hi) and np.array_equal(f.low, lo) and "pairing" not in f.meta
     finally:
         t.close()
+
+
+def test_ledger_forgets_old_rows_of_files_gone_from_the_folder(tmp_path):
+    led = Ledger(tmp_path / LEDGER_NAME)
+    led.record([("gone.png", 1, 1), ("here.png", 2, 2)], "done")
+    led.finished("gone.png", 1, 1)
+    led.finished("here.png", 2, 2)
+    led.prune({"here.png"}, older_than_s=-1)
+    names = [r[0] for r in led.db.execute("SELECT name FROM files")]
+    led.close()
+    assert names == ["here.png"]
