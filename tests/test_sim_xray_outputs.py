@@ -463,3 +463,44 @@ def test_scanner_section_fuzz_gives_a_section_or_a_config_error(data):
         return
     assert sec.bag_interval_s > 0 and 0 <= sec.contraband_share <= 1
     assert set(sec.outputs) <= {"spool_dicos", "spool_png", "spool_tiff", "cstore", "mjpeg"}
+
+
+def test_scanner_feeds_the_agents_cstore_receiver_and_spool_reader(tmp_path):
+    """End to end over the real contract: the scanner pushes to the agent's dicos-scp:// receiver and
+    drops DICOS into the folder the agent's spool:// source watches; both yield each bag's pair with
+    the bag id and pixels the ground truth log names."""
+    from drivers.registry import open_frame_source
+    from hw_sim.xray.dataset import bag_rng
+    from hw_sim.xray.device import start
+    from hw_sim.xray.scene import choose_contraband
+
+    scp = open_frame_source("dicos-scp://127.0.0.1:0?ae=LANE1")
+    sec = _section(tmp_path, outputs=["cstore", "spool_dicos"], cstore_port=scp.port, cstore_ae="LANE1",
+                   bag_interval_s=2.0, contraband_share=0.5)
+    stop = threading.Event()
+    dev = start(sec, seed=31, clock=SimClock(10.0), state_dir=tmp_path, link=None, stop=stop)
+    got: dict[str, list] = {"scp": [], "spool": []}
+    readers = []
+    spool_src = None
+    try:
+        spool_src = open_frame_source(dev.urls["spool_dicos"], poll_s=0.1, settle_s=0.0, after="keep")
+        for name, src in (("scp", scp), ("spool", spool_src)):
+            t = threading.Thread(target=lambda n=name, s=src: [got[n].append(f) for f in s.frames(stop)], daemon=True)
+            t.start()
+            readers.append(t)
+        assert _wait(lambda: len(got["scp"]) >= 3 and len(got["spool"]) >= 3, timeout=60)
+    finally:
+        stop.set()
+        dev.close()
+        for t in readers:
+            t.join(timeout=10)
+        scp.close()
+        if spool_src is not None:
+            spool_src.close()
+    assert dev.stats()["cstore"]["failed"] == 0
+    for frames in got.values():
+        for f in frames[:3]:
+            index = int(f.bag_id.removeprefix("T-"))
+            rng = bag_rng(31, index)  # the bag regenerated from (seed, index) is the one that arrived
+            bag = make_bag(rng, choose_contraband(rng, 0.5), bag_id=f.bag_id, shape=(224, 320))
+            assert np.array_equal(f.high, bag.high) and np.array_equal(f.low, bag.low)
