@@ -504,3 +504,23 @@ def test_scanner_feeds_the_agents_cstore_receiver_and_spool_reader(tmp_path):
             rng = bag_rng(31, index)  # the bag regenerated from (seed, index) is the one that arrived
             bag = make_bag(rng, choose_contraband(rng, 0.5), bag_id=f.bag_id, shape=(224, 320))
             assert np.array_equal(f.high, bag.high) and np.array_equal(f.low, bag.low)
+
+
+def test_mjpeg_stream_feeds_the_agents_capture_source(bag):
+    from drivers.registry import open_frame_source
+
+    srv = MjpegServer("127.0.0.1", 0, fps=10)
+    srv.publish(pseudocolour(bag.high, bag.low))
+    src = open_frame_source(f"capture:{srv.url}")
+    stop = threading.Event()
+    frames = []
+    try:
+        for f in src.frames(stop):
+            frames.append(f)
+            if len(frames) >= 2:
+                break
+    finally:
+        stop.set()
+        src.close()
+        srv.close()
+    assert frames[-1].high.shape == bag.high.shape and frames[-1].high.dtype == np.uint16
