@@ -291,7 +291,7 @@ def test_scanner_device_streams_bags_to_every_output(tmp_path):
     reader = threading.Thread(target=lambda: events.extend(link.events(stop)), daemon=True)
     reader.start()
     assert _wait(lambda: link.health().connected)
-    dev = start(_section(tmp_path), seed=9, clock=clock, state_dir=tmp_path, link=serial_dev, stop=stop)
+    dev = start(_section(tmp_path, scan_s=0.5), seed=9, clock=clock, state_dir=tmp_path, link=serial_dev, stop=stop)
     try:
         assert set(dev.urls) == {"spool_dicos", "spool_png", "mjpeg"}
         assert dev.urls["mjpeg"].startswith("capture:http://127.0.0.1:")
@@ -315,6 +315,9 @@ def test_scanner_device_streams_bags_to_every_output(tmp_path):
     truth = [json.loads(x) for x in (tmp_path / "ground_truth.jsonl").read_text().splitlines()]
     assert len(truth) == st["bags"] and st["errors"] == 0
     bag_events = [(e.kind, e.bag_id) for e in events if e.kind in ("bag_in", "bag_out")]
+    device_t = [e.data["device_t"] for e in events if e.kind in ("bag_in", "bag_out")]
+    # the image is out (bag-out) no sooner than scan_s scenario seconds after bag-in
+    assert all(t_out - t_in >= 0.49 for t_in, t_out in zip(device_t[::2], device_t[1::2], strict=False))
     for i, rec in enumerate(truth):
         bid = f"T-{i:06d}"
         assert rec["bag_id"] == bid

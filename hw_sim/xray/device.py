@@ -42,6 +42,8 @@ class ScannerSection(Strict):
 
     bag_interval_s: float = Field(8.0, gt=0, allow_inf_nan=False, description="scenario seconds between bags")
     first_bag_s: float = Field(1.0, ge=0, allow_inf_nan=False, description="scenario seconds before the first bag")
+    scan_s: float = Field(0.0, ge=0, allow_inf_nan=False,
+                          description="scenario seconds from bag-in to the image (the bag crossing the tunnel)")
     contraband_share: float = Field(0.1, ge=0, le=1, description="share of bags carrying contraband")
     class_mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIX))
     outputs: list[str] = Field(default_factory=lambda: ["spool_dicos", "mjpeg"])
@@ -196,7 +198,10 @@ class ScannerDevice:
         bag_id = f"{self.prefix}{index:06d}"
         if self.link is not None:
             self.link.bag_in(bag_id)
+        t_in = self.clock.elapsed()
         bag = make_bag(rng, cls, bag_id=bag_id, shape=(s.image_rows, s.image_cols))
+        if s.scan_s > 0:  # a line-scan image is complete only once the bag has crossed the beam
+            self._sleep_until(t_in + s.scan_s)
         t = self.clock.now()
         damage = None
         if self._fault_active("truncated_image", consume=True):
