@@ -342,6 +342,10 @@ class SerialDevice:
                     self._accept()
                 else:
                     self._read(key.data)
+            now = time.monotonic()
+            for c in list(self.conns.values()):
+                # a partial frame left hanging is a half frame even if the client sends nothing more
+                self._handle(c, c.parser.poll(now))
             with self.lock:
                 for c in list(self.conns.values()):
                     self._flush(c)
@@ -380,7 +384,10 @@ class SerialDevice:
                 log.info("serial: client %s disconnected", c.name)
                 self._drop(c)
             return
-        for item in c.parser.feed(data, time.monotonic()):
+        self._handle(c, c.parser.feed(data, time.monotonic()))
+
+    def _handle(self, c: _Conn, items: list) -> None:
+        for item in items:
             if isinstance(item, FrameError):
                 self._answer_error(c, item)
             else:

@@ -124,3 +124,84 @@ def test_crc_is_ccitt_false():
     from drivers.scanner_protocol import crc16
 
     assert crc16(b"123456789") == 0x29B1  # the catalogue check value of CRC-16/CCITT-FALSE
+
+
+# -- the same promise over real sockets, both ends --------------------------------------------------
+
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from drivers.scanner_link import ScannerLink  # noqa: E402
+from hw_sim.clock import SimClock  # noqa: E402
+from hw_sim.scanner_serial import SerialSection, start  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake_scanner():
+    """A TCP peer we control byte by byte, and our client reading from it."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+    threading.Thread(target=lambda: conns.append(srv.accept()[0]), daemon=True).start()
+    link = ScannerLink(f"socket://127.0.0.1:{srv.getsockname()[1]}", frame_timeout_s=0.2, stall_s=60)
+    stop = threading.Event()
+    events: list = []
+    th = threading.Thread(target=lambda: [events.append(e) for e in link.events(stop)], daemon=True)
+    th.start()
+    deadline = time.monotonic() + 10
+    while not conns and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield conns[0], link, events
+    stop.set()
+    link.close()
+    th.join(5)
+    conns[0].close()
+    srv.close()
+
+
+_n = [0]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=600))
+def test_client_recovers_after_any_garbage_on_a_real_socket(fake_scanner, junk):
+    conn, link, events = fake_scanner
+    _n[0] += 1
+    bag = f"FZ{_n[0]}"
+    errors_before = link.health().errors
+    conn.sendall(junk + encode(MsgType.BAG_IN, 1, t_ms=0, bag_id=bag))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(e.bag_id == bag for e in events):
+        time.sleep(0.01)
+    assert any(e.bag_id == bag for e in events), "the good frame after the garbage was lost"
+    # junk that happens to be whole valid frames is not an error; anything else is counted
+    p = FrameParser()
+    if any(isinstance(m, FrameError) for m in p.feed(junk, 0.0) + p.poll(10.0)):
+        assert link.health().errors > errors_before
+
+
+@pytest.fixture(scope="module")
+def sim_device():
+    dev = start(SerialSection(status_interval_s=60, pty=False), seed=1, clock=SimClock(1.0))
+    yield dev
+    dev.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=600))
+def test_simulator_answers_garbage_with_errors_and_keeps_serving(sim_device, junk):
+    port = int(sim_device.urls["control"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        # a partial frame at the end of the junk is dropped by the device's frame timeout, so the
+        # request right behind it is answered within about half a second
+        s.sendall(junk + encode(MsgType.STATUS_REQUEST, 77))
+        p = FrameParser()
+        got: list = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                isinstance(m, Message) and m.type == MsgType.STATUS for m in got):
+            got += p.feed(s.recv(4096))
+    assert any(isinstance(m, Message) and m.type == MsgType.STATUS for m in got)
+    assert sim_device.thread.is_alive()
