@@ -131,6 +131,11 @@ def test_console_in_chromium(browser, agent):
     page.keyboard.press("e")
     page.keyboard.press("0")
 
+    page.keyboard.press("?")
+    assert page.is_visible("#help") and "organic" in page.inner_text("#help")
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#help")
+
     # officer marks it: X -> contraband kind -> recorded, stored, queued for central
     page.keyboard.press("x")
     page.select_option("#kind-select", "narcotics")

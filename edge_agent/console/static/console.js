@@ -23,6 +23,8 @@ document.addEventListener("keydown", (e) => {
   if (e.target.matches("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
   if ($("kind-dialog").open) return;
   const k = e.key.toLowerCase();
+  if (k === "?" || k === "h") { $("help").hidden = !$("help").hidden; return; }
+  if (k === "escape") { $("help").hidden = true; return; }
   if (k === "1") return showTab("lanes");
   if (k === "2") return showTab("alerts");
   if (k === "3") return showTab("radio");
@@ -304,17 +306,19 @@ class Waterfall {
   }
   renderTable() {
     const es = this.rx.emitters || [];
-    this.table.replaceChildren(Z.el("tr", {}, ...["Class", "Frequency", "Bandwidth", "Power", "Licensed"].map((h) => Z.el("th", {}, h))),
+    this.table.replaceChildren(Z.el("tr", {}, ...["Class", "Frequency", "Bandwidth", "Power", "Licensed", "Allocation", "Duty"].map((h) => Z.el("th", {}, h))),
       ...es.map((e) => Z.el("tr", {class: e.licensed === false ? "unlicensed" : ""},
         Z.el("td", {}, emClass(e)), Z.el("td", {}, emHz(e) ? Z.mhz(emHz(e)) : "?"),
         Z.el("td", {}, e.bandwidth_hz ? (e.bandwidth_hz / 1e3).toFixed(1) + " kHz" : "—"),
         Z.el("td", {}, emPower(e) !== null ? emPower(e).toFixed(1) + " dB" : "—"),
-        Z.el("td", {}, e.licensed === true ? "yes" : e.licensed === false ? "NO" : "unknown"))));
-    if (!es.length) this.table.append(Z.el("tr", {}, Z.el("td", {colspan: 5, class: "muted"}, "no emitters now")));
+        Z.el("td", {}, e.licensed === true ? "yes" : e.licensed === false ? "NO" : "unknown"),
+        Z.el("td", {}, e.allocation || "—"),
+        Z.el("td", {}, e.duty_cycle !== undefined ? (e.duty_cycle * 100).toFixed(0) + "%" : "—"))));
+    if (!es.length) this.table.append(Z.el("tr", {}, Z.el("td", {colspan: 7, class: "muted"}, "no emitters now")));
   }
 }
 function emHz(e) { return e.center_hz ?? e.frequency_hz ?? e.freq_hz ?? null; }
-function emClass(e) { return e.cls ?? e.class ?? e.label ?? e.kind ?? "?"; }
+function emClass(e) { return e.cls ?? e.class ?? e.label ?? "unclassified"; }
 function emPower(e) { return e.power_db ?? e.power_dbfs ?? e.power ?? null; }
 // Turbo colour map (Google, Apache-2.0), polynomial approximation: perceptually even for waterfalls.
 function turbo(x) {
