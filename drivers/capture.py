@@ -91,6 +91,7 @@ class CaptureSource(HealthMixin):
         self._init_health(url, "xray")
         self._cap = None
         self._closed = threading.Event()
+        self._ended = False
         self.counters = {"frames": 0, "skipped": 0, "opens": 0, "drops": 0}
 
     def _open(self):
@@ -113,6 +114,12 @@ class CaptureSource(HealthMixin):
             cap.release()
 
     def frames(self, stop: threading.Event) -> Iterator[XrayFrame]:
+        if self._ended:
+            # a recording that ended stays ended: a caller that restarts a finished iterator (the
+            # agent's pump does) must not see the file again from the start
+            while not stop.wait(0.5) and not self._closed.is_set():
+                pass
+            return
         delays = backoff_delays(*self.backoff)
         opened_before = False
         try:
@@ -138,6 +145,7 @@ class CaptureSource(HealthMixin):
                     if self.loop and got_any:
                         continue
                     log.info("%s: end of file", self.url)
+                    self._ended = True
                     self._set_state("ended", False)
                     return
                 self.counters["drops"] += 1

@@ -122,6 +122,7 @@ class SpoolSource(HealthMixin):
         self.ledger: Ledger | None = None
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, stable since)
         self._held: set[str] = set()
+        self._finished: set[tuple[str, int, int]] = set()  # ledger rows known finished (after=keep)
         self._closed = threading.Event()
         self._running = False
         self._started_once = False
@@ -202,8 +203,12 @@ class SpoolSource(HealthMixin):
                 continue
             if now - prev[2] < self.settle_s:
                 continue
+            if (name, *key) in self._finished:
+                continue  # after=keep: handed over before, still here by design
             known = self.ledger.status(name, *key)
             if known is not None:
+                if known[1]:
+                    self._finished.add((name, *key))
                 # recorded but still here: the move was interrupted; finish it, never re-read
                 if not known[1]:
                     self._finish(name, *key, known[0], None)
@@ -212,6 +217,8 @@ class SpoolSource(HealthMixin):
         for name in list(self._seen):
             if name not in names:
                 del self._seen[name]
+        if self._finished:
+            self._finished = {k for k in self._finished if k[0] in names}
         return [(n, s, m) for _, n, s, m in sorted(ready)]
 
     def _read(self, name: str, size: int, mtime_ns: int) -> Entry | None:

@@ -161,3 +161,16 @@ def test_unreachable_stream_is_counted_not_raised():
         assert not h.connected and h.state == "disconnected" and t.frames == []
     finally:
         t.close()
+
+
+def test_an_ended_recording_is_not_replayed_when_frames_is_called_again(tmp_path):
+    path = tmp_path / "d.avi"
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(3):
+        wr.write(frame_img(i))
+    wr.release()
+    src = CaptureSource(f"capture://{path}")
+    assert len(list(src.frames(threading.Event()))) == 3
+    stop = threading.Event()
+    threading.Timer(0.6, stop.set).start()
+    assert list(src.frames(stop)) == []  # as the agent's pump would call it again
