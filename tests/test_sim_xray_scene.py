@@ -152,12 +152,14 @@ def test_contraband_share_and_mix():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), cls=st.sampled_from((None, *CLASSES)),
-       rows=st.sampled_from((96, 224, 448)), kind=st.sampled_from((None, "suitcase", "backpack", "parcel")))
-def test_any_seed_and_size_makes_a_valid_bag(seed, cls, rows, kind):
-    shape = (rows, rows * 10 // 7)
+       rows=st.sampled_from((64, 96, 224, 448, 1024)), cols=st.sampled_from((64, 137, 320, 640, 2000)),
+       kind=st.sampled_from((None, "suitcase", "backpack", "parcel")))
+def test_any_seed_and_size_makes_a_valid_bag(seed, cls, rows, cols, kind):
+    shape = (rows, cols)
     bag = make_bag(np.random.default_rng(seed), cls, kind=kind, shape=shape)
     assert bag.high.shape == shape and bag.low.shape == shape
-    assert bag.pixel_spacing_mm[0] == pytest.approx(1.5 * 448 / rows)
+    # the field of view stays 67 x 96 cm; pixels get oblong when the aspect differs
+    assert bag.pixel_spacing_mm == pytest.approx((1.5 * 448 / rows, 1.5 * 640 / cols))
     for gt in bag.objects:
         x1, y1, x2, y2 = gt.box
         assert 0 <= x1 < x2 <= shape[1] and 0 <= y1 < y2 <= shape[0] and gt.mask.any()

@@ -6,6 +6,7 @@ centimetres; Scene.truth turns the stamps of one contraband object into its exac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -50,7 +51,12 @@ class Scene:
     def __init__(self, rng: np.random.Generator, shape: tuple[int, int], track: bool):
         self.rng = rng
         self.h, self.w = shape
-        self.k = 10.0 / (PIXEL_MM_AT_448 * 448 / shape[0])  # pixels per cm
+        # Pixels per cm across the belt (rows: the detector pitch) and along it (columns: belt speed
+        # over line rate). The default 448 x 640 image is 67 x 96 cm with square 1.5 mm pixels; other
+        # shapes keep that field of view, so their pixels may be oblong, as on real line scanners.
+        self.ky = self.h / (PIXEL_MM_AT_448 * 448 / 10.0)
+        self.kx = self.w / (PIXEL_MM_AT_448 * 640 / 10.0)
+        self.k = math.sqrt(self.kx * self.ky)  # for stroke widths
         self.canvas = Canvas(self.h, self.w, track)
         self.pose = (0.0, 0.0, 0.0)
         self.hw = self.hh = 10.0  # interior half extents, bag cm
@@ -70,11 +76,12 @@ class Scene:
             self.interior[st.y0:st.y0 + hh, st.x0:st.x0 + ww] = st.alpha
 
     @property
-    def pixel_mm(self) -> float:
-        return 10.0 / self.k
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        """(row spacing, column spacing) in mm, DICOM PixelSpacing order."""
+        return 10.0 / self.ky, 10.0 / self.kx
 
     def px(self, pts: np.ndarray, at: tuple[float, float, float]) -> np.ndarray:
-        return rot(rot(np.asarray(pts, np.float64), *at), *self.pose) * self.k
+        return rot(rot(np.asarray(pts, np.float64), *at), *self.pose) * (self.kx, self.ky)
 
     def part(self, material: str, pts: np.ndarray, areal: float, *, at=(0.0, 0.0, 0.0), profile: str = "flat",
              contraband: bool = False, stroke_cm: float | None = None, closed: bool = True) -> Stamp | None:

@@ -29,7 +29,7 @@ def _walls(sc: Scene, outline: np.ndarray, inset: float, material: str, areal: f
 
 def _place_bag(sc: Scene, w: float, h: float) -> None:
     rng = sc.rng
-    img_w, img_h = sc.w / sc.k, sc.h / sc.k
+    img_w, img_h = sc.w / sc.kx, sc.h / sc.ky
     ang = float(rng.uniform(-0.17, 0.17))
     ext_w = abs(w * math.cos(ang)) + abs(h * math.sin(ang))
     ext_h = abs(w * math.sin(ang)) + abs(h * math.cos(ang))

@@ -102,7 +102,7 @@ def add_narcotics(sc: Scene, place: str) -> GroundTruth | None:
     st = sc.part("organic", pts, rho * t, at=pose, profile=profile, contraband=True)
     wrap = sc.part("organic", pts, 0.25, at=pose, stroke_cm=0.4, contraband=True)  # tape and cling film
     if st is not None:
-        area_cm2 = float((st.alpha >= 0.5).sum()) / sc.k**2
+        area_cm2 = float((st.alpha >= 0.5).sum()) / (sc.kx * sc.ky)
         mass = area_cm2 * t * rho / 1000 * (0.8 if profile != "flat" else 1.0)
     gt = sc.truth("narcotics", [st, wrap], place, "block", {"mass_kg": round(mass, 3), "density": round(rho, 3)})
     if over_with_items:

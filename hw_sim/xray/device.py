@@ -58,8 +58,8 @@ class ScannerSection(Strict):
     mjpeg_host: str = "127.0.0.1"
     mjpeg_port: int = Field(0, ge=0, le=65535, description="0 = an ephemeral port")
     mjpeg_fps: float = Field(5.0, gt=0, le=60, allow_inf_nan=False)
-    image_rows: int = Field(448, ge=64, le=4096)
-    image_cols: int = Field(640, ge=64, le=8192)
+    image_rows: int = Field(448, ge=64, le=2048)
+    image_cols: int = Field(640, ge=64, le=4096)
     bag_id_prefix: str | None = Field(None, description="default: the run's start time, yymmddHHMMSS-")
 
     @field_validator("class_mix")

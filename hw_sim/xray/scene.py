@@ -107,7 +107,7 @@ def make_bag(
     high, low = render(layers, rng if noise else None, detector)
     return Bag(
         bag_id=bag_id, kind=kind, high=high, low=low, objects=sc.objects,
-        pixel_spacing_mm=(sc.pixel_mm, sc.pixel_mm), contents=sc.contents,
+        pixel_spacing_mm=sc.pixel_spacing_mm, contents=sc.contents,
         layers=layers if keep_layers else None,
         contraband_layers=sc.canvas.contraband if keep_layers else None,
     )
