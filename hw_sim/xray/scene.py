@@ -25,7 +25,7 @@ from hw_sim.xray.physics import Detector, render
 __all__ = ["BAG_KINDS", "CLASSES", "DEFAULT_MIX", "GENERATOR_VERSION", "IMAGE_SHAPE", "PIXEL_MM_AT_448", "PLACES", "Bag",
            "GroundTruth", "check_mix", "choose_contraband", "make_bag"]
 
-GENERATOR_VERSION = "5"  # bump whenever the same seed would give different files
+GENERATOR_VERSION = "6"  # bump whenever the same seed would give different files
 CLASSES = ("narcotics", "weapon", "currency", "concealment")
 BAG_KINDS = ("suitcase", "backpack", "parcel")
 IMAGE_SHAPE = (448, 640)  # rows along the detector line, columns along the belt
