@@ -141,3 +141,69 @@ def shared_server() -> PgServer:
     if _shared is None:
         _shared = PgServer.start()
     return _shared
+
+
+class MultiHubRig:
+    """Several `zastava central` hub processes on one PostgreSQL database, one shared evidence folder,
+    and the sync rig's edge side (keys, outboxes, `python -m sync.sender` with every hub endpoint).
+
+    The shared data_dir stands for what a deployment mounts on every hub machine (a shared filesystem),
+    so an alert's evidence path means the same file whichever hub stored it.
+    """
+
+    def __init__(self, root: Path, store_url: str, hubs: int = 2, checkpoints: list[str] | None = None,
+                 heartbeat_s: float = 0.5):
+        from sync.harness import Rig
+
+        self.rig = Rig(root, checkpoints=checkpoints or ["CP-01"], heartbeat_s=heartbeat_s)
+        self.store_url = store_url
+        self.data_dir = self.rig.data_dir
+        self.configs: list[Path] = []
+        self.endpoints: list[str] = []
+        base = self.rig.config.read_text()
+        for i in range(hubs):
+            port = self.rig.port if i == 0 else free_port()
+            ep = f"tcp://127.0.0.1:{port}"
+            cfg = root / f"central-{i}.toml"
+            cfg.write_text(base.replace(self.rig.endpoint, ep) + f'store = "{store_url}"\n')
+            self.configs.append(cfg)
+            self.endpoints.append(ep)
+        self.hubs: list[subprocess.Popen | None] = [None] * hubs
+
+    def start_hub(self, i: int) -> subprocess.Popen:
+        import json
+        import sys
+
+        from sync.harness import REPO
+
+        log = open(self.rig.root / f"hub-{i}.log", "ab")
+        p = subprocess.Popen([sys.executable, "-m", "edge_agent", "central", "--config", str(self.configs[i])],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"hub {i} did not start; see {self.rig.root / f'hub-{i}.log'}")
+        json.loads(line)
+        self.hubs[i] = p
+        return p
+
+    def start_sender(self, cp: str = "CP-01", wait: bool = True) -> subprocess.Popen:
+        return self.rig.start_sender(cp, endpoints=self.endpoints, wait=wait)
+
+    def kill_hub(self, i: int, sig: int = 9) -> None:
+        self.rig.kill(self.hubs[i], sig)
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.store_url) as c:
+            return c.execute(sql, args).fetchall()
+
+    def alert_ids(self) -> list[str]:
+        return [r[0] for r in self.query("SELECT uuid FROM alerts")]
+
+    def stop_all(self) -> None:
+        import signal
+
+        for p in self.hubs:
+            self.rig.kill(p, signal.SIGTERM)
+        self.rig.stop_all()

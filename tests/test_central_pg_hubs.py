@@ -1,0 +1,141 @@
+"""Two hub processes on one PostgreSQL, a sender connected to both: alerts arrive exactly once while
+hubs are killed (kill -9) mid-stream, stopped for a while, and restarted; real processes and sockets."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import signal
+import time
+
+import pytest
+
+from sync.harness import wait_for
+from tests.pg_rig import MultiHubRig, not_available_reason, shared_server
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="session")
+def pg():
+    why = not_available_reason()
+    if why:
+        pytest.skip(why)
+    return shared_server()
+
+
+@pytest.fixture
+def hubs(pg, tmp_path):
+    url = pg.create_db("hubs")
+    r = MultiHubRig(tmp_path / "rig", url, hubs=2)
+    yield r
+    r.stop_all()
+    pg.drop_db(url)
+
+
+def _assert_exactly_once(r: MultiHubRig, ids: list[str]) -> None:
+    got = r.alert_ids()
+    assert len(got) == len(set(got))
+    assert set(got) == set(ids), f"missing {len(set(ids) - set(got))}, extra {len(set(got) - set(ids))}"
+    assert r.rig.backlog() == 0
+    rows = r.query("SELECT alert_uuid, path, sha256 FROM evidence")
+    assert len(rows) == len(ids)
+    for u, path, sha in rows:  # evidence intact on the shared folder, whichever hub wrote it
+        assert hashlib.sha256((r.data_dir / path).read_bytes()).hexdigest() == sha, u
+
+
+def _linked(r: MultiHubRig, i: int) -> bool:
+    """The sender's log says its link to hub i is up (the last word about that endpoint)."""
+    ep = r.endpoints[i]
+    lines = [ln for ln in (r.rig.root / "sender-CP-01.log").read_text().splitlines() if f"link to {ep} " in ln]
+    return bool(lines) and lines[-1].endswith(" up")
+
+
+def _stored(r: MultiHubRig, i: int) -> int:
+    m = re.findall(r"hub stopped: \{[^}]*'stored': (\d+)", (r.rig.root / f"hub-{i}.log").read_text())
+    return int(m[-1]) if m else 0
+
+
+def test_two_hubs_one_killed_mid_stream_every_alert_once(hubs):
+    hubs.start_hub(0)
+    hubs.start_hub(1)
+    hubs.start_sender()
+    ids = hubs.rig.add_alerts(40)
+    wait_for(lambda: hubs.rig.backlog() == 0, 20, what="first alerts through both hubs")
+    for victim in (0, 1, 0):
+        for _ in range(8):  # a stream: commits keep coming while a hub dies under it
+            ids += hubs.rig.add_alerts(25)
+            time.sleep(0.05)
+        hubs.kill_hub(victim)  # kill -9 mid-stream: whatever it had not acked is sent again
+        for _ in range(8):
+            ids += hubs.rig.add_alerts(25)
+            time.sleep(0.05)
+        wait_for(lambda: hubs.rig.backlog() == 0, 30, what=f"delivery with hub {victim} dead")
+        _assert_exactly_once(hubs, ids)
+        hubs.start_hub(victim)
+    # the sender reconnects by ZeroMQ's own backoff (up to 5 s); wait until it said hello to both
+    wait_for(lambda: _linked(hubs, 0) and _linked(hubs, 1), 15, what="sender on both hubs")
+    ids += hubs.rig.add_alerts(100)
+    wait_for(lambda: hubs.rig.backlog() == 0, 30, what="final flush")
+    time.sleep(0.5)
+    _assert_exactly_once(hubs, ids)
+    hubs.kill_hub(0, signal.SIGTERM)
+    hubs.kill_hub(1, signal.SIGTERM)
+    # the sender spread the load: the last two hub lives each stored some of the final alerts
+    assert _stored(hubs, 0) > 0 and _stored(hubs, 1) > 0
+
+
+def test_both_hubs_stopped_for_a_while_then_every_alert_once(hubs):
+    hubs.start_hub(0)
+    hubs.start_hub(1)
+    hubs.start_sender()
+    first = hubs.rig.add_alerts(30)
+    wait_for(lambda: hubs.rig.backlog() == 0, 20, what="first alerts delivered")
+    hubs.kill_hub(0, signal.SIGTERM)
+    hubs.kill_hub(1, signal.SIGTERM)
+    during = hubs.rig.add_alerts(200)
+    time.sleep(1.5)
+    assert hubs.rig.backlog() == 200  # nothing marked delivered without a hub
+    hubs.start_hub(1)  # one comes back first and takes the whole backlog
+    wait_for(lambda: hubs.rig.backlog() == 0, 30, what="backlog flushed through one hub")
+    hubs.start_hub(0)
+    after = hubs.rig.add_alerts(50)
+    wait_for(lambda: hubs.rig.backlog() == 0, 20, what="both hubs back")
+    _assert_exactly_once(hubs, first + during + after)
+    (row,) = hubs.query("SELECT skew_s, last_seen FROM checkpoints WHERE id = 'CP-01'")
+    assert row[0] is not None and abs(row[0]) < 1.0
+
+
+def test_kill9_random_hub_or_sender_rounds_zero_lost_zero_duplicated(hubs):
+    rng = random.Random(10)
+    hubs.start_hub(0)
+    hubs.start_hub(1)
+    hubs.start_sender()
+    ids: list[str] = []
+    rounds = 0
+    deadline = time.monotonic() + 35
+    while rounds < 30 and time.monotonic() < deadline:
+        ids += hubs.rig.add_alerts(rng.randint(5, 40))
+        time.sleep(rng.uniform(0.02, 0.3))
+        what = rng.random()
+        if what < 0.3:
+            hubs.rig.kill(hubs.rig.senders["CP-01"])
+            ids += hubs.rig.add_alerts(rng.randint(0, 10))
+            hubs.start_sender(wait=rng.random() < 0.5)
+        elif what < 0.85:  # one hub dies and comes back; the other keeps serving meanwhile
+            i = rng.randrange(2)
+            hubs.kill_hub(i)
+            ids += hubs.rig.add_alerts(rng.randint(0, 10))
+            time.sleep(rng.uniform(0, 0.3))
+            hubs.start_hub(i)
+        else:  # both die at once
+            hubs.kill_hub(0)
+            hubs.kill_hub(1)
+            ids += hubs.rig.add_alerts(rng.randint(0, 10))
+            for i in rng.sample([0, 1], 2):  # back in either order
+                hubs.start_hub(i)
+        rounds += 1
+    assert rounds >= 20, f"only {rounds} rounds in the time box"
+    wait_for(lambda: hubs.rig.backlog() == 0, 40, what="final flush")
+    _assert_exactly_once(hubs, ids)
