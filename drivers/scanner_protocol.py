@@ -64,7 +64,6 @@ class ErrorCode(enum.IntEnum):
     GARBAGE = 5
     HALF_FRAME = 6
     NOT_A_COMMAND = 7
-    REFUSED = 8
 
 
 class AckResult(enum.IntEnum):

@@ -449,4 +449,5 @@ class SerialDevice:
 
 
 def start(section: SerialSection, *, seed: int, clock: SimClock, state_dir: Path | None = None) -> SerialDevice:
+    """The runner's entry point; `state_dir` is accepted like every device's, the link keeps no files."""
     return SerialDevice(section, seed=seed, clock=clock, state_dir=state_dir)
