@@ -201,3 +201,24 @@ def test_dataset_refuses_bad_arguments(tmp_path):
         write_dataset(tmp_path, count=1, seed=0, progress=False, workers=0)
     with pytest.raises(ValueError):
         bag_rng(-1, 0)
+
+
+def test_noise_is_photon_noise_and_streaks_follow_detector_elements():
+    """Under a uniform plate: pixel noise is Poisson at the open-beam count (plus the small gain and
+    flicker terms), and row means (one detector element each) vary by the gain residual."""
+    from hw_sim.xray.physics import Detector
+
+    det = Detector()
+    layers = np.zeros((len(MATERIALS), 300, 640), np.float32)
+    layers[MATERIAL_INDEX["water"]] = 8.0
+    high, low = render(layers, np.random.default_rng(3), det)
+    for img, i0, mu in ((low, det.open_beam_low, 0.206), (high, det.open_beam_high, 0.162)):
+        t = img.astype(np.float64) / XRAY_WHITE
+        expect_t = np.exp(-mu * 8.0)
+        assert abs(t.mean() - expect_t) < 0.01
+        # per-pixel noise after removing row and column means (gain streaks and flicker lines)
+        resid = t - t.mean(axis=1, keepdims=True) - t.mean(axis=0, keepdims=True) + t.mean()
+        poisson_rel = 1 / np.sqrt(expect_t * i0)
+        assert 0.85 < resid.std() / expect_t / poisson_rel < 1.15
+        rows = t.mean(axis=1) / expect_t
+        assert 0.5 * det.gain_residual < rows.std() < 2.5 * det.gain_residual
