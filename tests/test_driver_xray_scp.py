@@ -245,3 +245,22 @@ def test_c_echo_is_answered(scp):
         assert assoc.send_c_echo().Status == 0x0000
     finally:
         assoc.release()
+
+
+def test_garbage_on_the_dicom_port_does_not_hurt_the_receiver(scp):
+    import os
+    import socket
+
+    for junk in (os.urandom(3000), b"\x01\x00" + b"\xff" * 64, b"GET / HTTP/1.0\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", scp.port), timeout=5) as s:
+            s.sendall(junk)
+            s.settimeout(2)
+            try:
+                s.recv(100)  # an A-ABORT or a closed connection, whatever the peer makes of it
+            except OSError:
+                pass
+    assoc = scu(scp.port, [(DICOS_DX_PROCESSING, ExplicitVRLittleEndian)])
+    try:
+        assert assoc.send_c_store(make_dx(bag_image(16, 16), energy=None)).Status == 0x0000
+    finally:
+        assoc.release()

@@ -321,3 +321,38 @@ def test_ledger_forgets_old_rows_of_files_gone_from_the_folder(tmp_path):
     names = [r[0] for r in led.db.execute("SELECT name FROM files")]
     led.close()
     assert names == ["here.png"]
+
+
+# -- fuzz: whatever lands in the folder is a frame or a reasoned file in bad/, and counted ----------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GOOD_PNG = png(bag_image(16, 16))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["a.png", "b_high.png", "c.dcs", "d.tif", "e", "f.dcm"]),
+                          st.one_of(st.binary(max_size=400), st.just(GOOD_PNG[:300]))), min_size=1, max_size=4,
+                unique_by=lambda x: x[0]))
+def test_random_files_become_frames_or_reasons_never_exceptions(tmp_path_factory, files):
+    d = tmp_path_factory.mktemp("fz")
+    for name, data in files:
+        (d / name).write_bytes(data)
+    src = SpoolSource(f"spool://{d}", poll_s=0.02, settle_s=0.0, pair_timeout_s=0.1)
+    stop = threading.Event()
+    frames: list = []
+    th = threading.Thread(target=lambda: [frames.append(f) for f in src.frames(stop)], daemon=True)
+    th.start()
+    try:
+        wait_for(lambda: not [p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")],
+                 timeout=20, what="every file handled")
+    finally:
+        stop.set()
+        th.join(10)
+        src.close()
+    assert not th.is_alive()
+    bad = sorted(p.name for p in (d / "bad").glob("*.reason.txt")) if (d / "bad").exists() else []
+    assert src.stats()["bad"] == len(bad) == src.health().errors
+    done = list((d / "done").iterdir()) if (d / "done").exists() else []
+    assert len(done) + len(bad) == len(files)

@@ -287,3 +287,20 @@ def test_pyserial_socket_client_sees_frames_directly(device):
         assert any(m.type == MsgType.ACK and m.fields["acked_type"] == MsgType.STATUS_REQUEST for m in msgs)
     finally:
         port.close()
+
+
+def test_pty_vanishing_is_link_lost_then_counted_retries():
+    dev = start(SerialSection(status_interval_s=0.2), seed=1, clock=SimClock(1.0))
+    col = Collector(ScannerLink(f"serial://{dev.urls['control_pty']}", backoff_base_s=0.05, backoff_cap_s=0.1))
+    try:
+        wait_for(lambda: col.of("status"), what="status over the pty")
+        dev.close()  # the scanner's port is gone (a USB adapter unplugged)
+        wait_for(lambda: col.of("error", error="link_lost"), what="loss noticed")
+        # the device path is gone (or, on a busy box, reused by another pty): retried, counted
+        wait_for(lambda: len(col.of("error", error="open_failed")) >= 2 or col.link.health().reconnects,
+                 what="retries with backoff")
+        h = col.link.health()
+        assert h.errors >= 2 and col.thread.is_alive()
+    finally:
+        col.close()
+        dev.close()
