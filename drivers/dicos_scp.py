@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from drivers.base import HealthMixin, XrayFrame
+from drivers.base import HealthMixin, XrayFrame, backoff_delays
 from drivers.dicos import (
     DICOS_CLASSES,
     DX_CLASSES,
@@ -123,11 +123,30 @@ class DicosScpSource(HealthMixin):
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_PDU_RECV, self._on_pdu),
                     (evt.EVT_ESTABLISHED, self._on_established), (evt.EVT_CONN_CLOSE, self._on_close)]
         self.ae = ae
-        self.server = ae.start_server((self.host, port), block=False, evt_handlers=handlers)
-        self.port = self.server.server_address[1]
+        self._handlers = handlers
+        self._want_port = port
+        self.server = None
+        self.port: int | None = None
+        self.urls: dict[str, str] = {}
+        self._closed = threading.Event()
+        self._listen()
+
+    def _listen(self) -> bool:
+        """Bind and serve; on failure (the port still held by an old process) say so and let
+        frames() retry with backoff rather than fail the agent's start."""
+        try:
+            server = self.ae.start_server((self.host, self._want_port), block=False, evt_handlers=self._handlers)
+        except OSError as e:
+            self._error(f"cannot listen on {self.host}:{self._want_port}: {e}", state="disconnected")
+            self._set_state("disconnected", False)
+            log.error("C-STORE receiver cannot listen on %s:%d: %s", self.host, self._want_port, e)
+            return False
+        self.server = server
+        self.port = server.server_address[1]
         self.urls = {"scp": f"dicos-scp://{self.host}:{self.port}?ae={self.ae_title}"}
         self._set_state("listening", True)
         log.info("C-STORE receiver %s listening on %s:%d", self.ae_title, self.host, self.port)
+        return True
 
     # -- pynetdicom event handlers (run in the association's threads) ---------------------------
     def _on_established(self, event) -> None:
@@ -200,7 +219,13 @@ class DicosScpSource(HealthMixin):
 
     # -- the FrameSource interface --------------------------------------------------------------
     def frames(self, stop: threading.Event) -> Iterator[XrayFrame]:
-        while not stop.is_set():
+        delays = backoff_delays(1.0, 30.0)
+        while not stop.is_set() and not self._closed.is_set():
+            if self.server is None and not self._listen():
+                self._count("reconnects")
+                if stop.wait(next(delays)):
+                    return
+                continue
             with self._lock:
                 self._release(self.pairer.expire(time.monotonic()))
                 if not self._frames:
@@ -216,6 +241,7 @@ class DicosScpSource(HealthMixin):
             return dict(self.counters, queued=len(self._frames), waiting_for_partner=len(self.pairer.pending))
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             server, self.server = self.server, None
         if server is not None:  # idempotent: the lane and a test may both close it

@@ -264,3 +264,25 @@ def test_garbage_on_the_dicom_port_does_not_hurt_the_receiver(scp):
         assert assoc.send_c_store(make_dx(bag_image(16, 16), energy=None)).Status == 0x0000
     finally:
         assoc.release()
+
+
+def test_a_taken_port_is_retried_not_raised():
+    import socket
+
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    src = DicosScpSource(f"dicos-scp://127.0.0.1:{port}?ae=ZASTAVA")
+    try:
+        h = src.health()
+        assert not h.connected and "cannot listen" in h.last_error
+        t = Taker(src)
+        holder.close()  # the old process lets go of the port
+        wait_for(lambda: src.server is not None, timeout=20, what="listening after the port came free")
+        assoc = scu(port, [(DICOS_DX_PROCESSING, ExplicitVRLittleEndian)])
+        assert assoc.send_c_store(make_dx(bag_image(16, 16), energy=None)).Status == 0x0000
+        assoc.release()
+        wait_for(lambda: t.frames, what="the frame")
+        t.close()
+    finally:
+        holder.close()
+        src.close()
