@@ -55,6 +55,8 @@ DICOS_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.501.6": ("DICOSQuadrupoleResonanceStorage", "DICOS quadrupole resonance"),
 }
 
+_warned_kinds: set[str] = set()
+
 MAX_FILE_BYTES = 512 << 20
 MAX_PIXELS = 64 << 20  # 64 Mpx: a long cargo scan fits; a fuzzed 65535 x 65535 header does not
 
@@ -140,9 +142,15 @@ def from_dataset(ds) -> DicosImage:
 def _note_warnings(img: DicosImage, caught: list) -> None:
     msgs = sorted({str(w.message).split(" Please see")[0] for w in caught})
     if msgs:
-        # e.g. the leading-zero UIDs some toolkits write: readable, so warn rather than refuse
+        # e.g. the leading-zero UIDs some toolkits write: readable, so warn rather than refuse.
+        # A scanner that always writes them would fill the log, so each kind of warning is logged
+        # at WARNING once per process and at DEBUG after that; meta always carries them all.
         img.meta["warnings"] = msgs
-        log.warning("DICOS %s: %s", img.sop_instance or "?", "; ".join(msgs))
+        kinds = {m.split(":")[0] for m in msgs}
+        new = kinds - _warned_kinds
+        _warned_kinds.update(new)
+        level = logging.WARNING if new else logging.DEBUG
+        log.log(level, "DICOS %s: %s", img.sop_instance or "?", "; ".join(msgs))
 
 
 def _str(ds, keyword: str) -> str:
