@@ -3,6 +3,8 @@
   zastava central --config central.toml                 run the hub (systemd Type=notify)
   zastava central send --config central.toml --kind watchlist --file wl.json --to CP-01,CP-02
   zastava central status --config central.toml          checkpoints: last seen, backlog, skew
+  zastava central archive --config central.toml --older-than-days 90 --to DIR [--gzip]
+                                                        alerts + evidence older than N days -> CSV + DIR
 
 Keys: put a checkpoint's public key file in [hub] checkpoints_dir as <checkpoint-id>.key to admit
 it; delete the file to revoke it. The hub re-reads the folder every reload_s seconds and at once
@@ -21,12 +23,15 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", default="run", choices=("run", "send", "status"),
-                   help="run the hub (default), send a downlink document, or show checkpoint status")
+    p.add_argument("action", nargs="?", default="run", choices=("run", "send", "status", "archive"),
+                   help="run the hub (default), send a downlink document, show checkpoint status, or archive"
+                        " old alerts")
     p.add_argument("--config", required=True, type=Path, help="central.toml")
     p.add_argument("--kind", choices=("watchlist", "frequency_plan", "model_announcement"), help="send: document kind")
     p.add_argument("--file", type=Path, help="send: the document, a JSON file")
-    p.add_argument("--to", help="send: comma-separated checkpoint ids")
+    p.add_argument("--to", help="send: comma-separated checkpoint ids; archive: the archive folder")
+    p.add_argument("--older-than-days", type=float, help="archive: alerts older than this many days")
+    p.add_argument("--gzip", action="store_true", help="archive: write .csv.gz instead of .csv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         return _send(cfg, args)
     if args.action == "status":
         return _status(cfg)
+    if args.action == "archive":
+        return _archive(cfg, args)
     return _serve(cfg)
 
 
@@ -88,6 +95,26 @@ def _status(cfg) -> int:
     finally:
         store.close()
     return 0
+
+
+def _archive(cfg, args: argparse.Namespace) -> int:
+    """Retention (central/retention.py): safe to run from cron/a systemd timer while the hubs run."""
+    import dataclasses
+    import logging
+
+    from central.retention import ArchiveError, archive
+
+    if args.older_than_days is None or not args.to:
+        print("zastava central archive: --older-than-days and --to are required", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rep = archive(cfg.hub.store, cfg.hub.data_dir, Path(args.to), args.older_than_days, compress=args.gzip)
+    except (ArchiveError, ValueError, OSError) as e:
+        print(f"zastava central archive: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(dataclasses.asdict(rep)))
+    return 1 if rep.bad_pending else 0
 
 
 def _serve(cfg) -> int:
