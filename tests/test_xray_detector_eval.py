@@ -88,3 +88,17 @@ def test_average_precision_edges():
     assert np.isnan(average_precision([], 0)[0])
     assert average_precision([], 3)[0] == 0.0
     assert average_precision([(0.9, True), (0.8, True)], 4)[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("line", ['{"high": ', '[]', '{"low": "x.png"}', '{"high": "missing.png"}',
+                                  '{"high": "images/000000_high.png", "objects": [{"cls": "weapon", "box": [1, 2]}]}',
+                                  '{"high": "images/000000_high.png", "objects": [{"box": [1, 2, 3, 4]}]}'])
+def test_bad_label_lines_are_clear_errors(dataset, tmp_path, line):
+    from detectors.xray.evaluate import load_dataset
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "images").symlink_to(dataset / "images")
+    (bad / "labels.jsonl").write_text(line + "\n")
+    with pytest.raises(ValueError, match=r"labels.jsonl:1"):
+        list(load_dataset(bad))

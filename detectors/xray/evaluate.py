@@ -58,12 +58,16 @@ def load_dataset(data: Path) -> Iterator[Sample]:
         for n, line in enumerate(fh):
             if not line.strip():
                 continue
-            rec = json.loads(line)
-            files = rec.get("files", rec)
-            high = _read16(data / files["high"])
-            low = _read16(data / files["low"]) if files.get("low") else None
-            truth = [(o.get("cls") or o["class"], tuple(int(v) for v in o["box"])) for o in rec.get("objects", [])]
-            yield Sample(str(rec.get("bag_id", rec.get("id", n))), high, low, truth)
+            try:
+                rec = json.loads(line)
+                high = _read16(data / rec["high"])
+                low = _read16(data / rec["low"]) if rec.get("low") else None
+                truth = [(str(o["cls"]), tuple(int(v) for v in o["box"])) for o in rec.get("objects", [])]
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{labels}:{n + 1}: bad label line ({type(e).__name__}: {e})") from e
+            if len(truth) and any(len(b) != 4 for _, b in truth):
+                raise ValueError(f"{labels}:{n + 1}: a box is not [x1, y1, x2, y2]")
+            yield Sample(str(rec.get("bag_id", n)), high, low, truth)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
