@@ -156,7 +156,7 @@ def model_thresholds(path: Path) -> dict[str, float]:
     return dict(det.model_thresholds)
 
 
-def plot_pr(curves: dict[str, dict], path: Path) -> None:
+def plot_pr(curves: dict[str, dict], path: Path, result: dict | None = None) -> None:
     """PR curves, one panel per class, model in red, baseline in blue (OpenCV drawing: no
     plotting library is a runtime dependency)."""
     W, H, M = 300, 300, 40
@@ -175,8 +175,10 @@ def plot_pr(curves: dict[str, dict], path: Path) -> None:
                 pts = np.stack([M + rec * W, M + (1 - prec) * H], 1).astype(np.int32)
                 cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)
         cv2.putText(img, f"{c}: recall ->, precision ^", (M, M - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        cv2.putText(img, "model", (M + 5, M + H + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 220), 1)
-        cv2.putText(img, "baseline", (M + 80, M + H + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (220, 90, 0), 1)
+        for k, (name, colour) in enumerate((("model", (0, 0, 220)), ("baseline", (220, 90, 0)))):
+            ap = ((result or {}).get(name) or {}).get("classes", {}).get(c, {}).get("ap50")
+            label = name + (f" AP50 {ap:.3f}" if ap is not None else "")
+            cv2.putText(img, label, (M + 5 + 150 * k, M + H + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1)
         panels.append(img)
     cv2.imwrite(str(path), np.hstack(panels))
 
@@ -236,7 +238,7 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     runs["baseline"] = (per_bag, bop)
     result["bags"] = len(samples)
     result["clean_bags"] = sum(1 for t in truths if not t)
-    plot_pr(curves, out_dir / "pr_curves.png")
+    plot_pr(curves, out_dir / "pr_curves.png", result)
     # examples: the first two bags of each class and two clean ones
     pick: list[int] = []
     for c in (*CLASSES, None):
