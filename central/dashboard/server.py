@@ -11,11 +11,9 @@ open browsers does not multiply the database load. Like all of central, it never
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import logging
-import queue
 import re
 import threading
 import time
@@ -24,10 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from common import webauth
+from common.webevents import Fanout
 from sync.wire import WireError, check_doc
 
 log = logging.getLogger("zastava.dashboard")
@@ -38,6 +37,12 @@ SENDABLE = ("watchlist", "frequency_plan")
 SENDING_ROLES = ("supervisor",)
 ROLE_RULES = {"/engineer": ("engineer", "supervisor"), "/api/engineer": ("engineer", "supervisor")}
 OFFLINE_AFTER_S = 15.0  # no heartbeat for this long -> offline (the sender beats every 2 s by default)
+def fast_json(obj) -> Response:
+    """Plain json.dumps: FastAPI's jsonable_encoder walks every value first, several times slower for a
+    page of alerts (bench/bench_console.py measures it), and these are already plain JSON types."""
+    return Response(json.dumps(obj, default=str), media_type="application/json")
+
+
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -93,8 +98,7 @@ class Poller:
         self.store = store
         self.store_lock = store_lock
         self.interval = interval_s
-        self.subs: list[queue.Queue] = []
-        self.lock = threading.Lock()
+        self.fanout = Fanout()  # to browsers (SSE)
         self.seen: collections.OrderedDict[str, int] = collections.OrderedDict()  # uuid -> decision count
         self.stop_ev = threading.Event()
         self.errors = 0
@@ -102,29 +106,12 @@ class Poller:
         self.thread = threading.Thread(target=self._run, name="dashboard-poll", daemon=True)
         self._primed = False
 
-    def subscribe(self) -> queue.Queue:
-        q: queue.Queue = queue.Queue(512)
-        with self.lock:
-            self.subs.append(q)
-        return q
-
-    def unsubscribe(self, q: queue.Queue) -> None:
-        with self.lock:
-            if q in self.subs:
-                self.subs.remove(q)
-
     def publish(self, kind: str, data: dict) -> None:
-        with self.lock:
-            subs = list(self.subs)
-        for q in subs:
-            try:
-                q.put_nowait({"type": kind, **data})
-            except queue.Full:  # a stalled browser loses old events, never slows the others
-                try:
-                    q.get_nowait()
-                    q.put_nowait({"type": kind, **data})
-                except (queue.Empty, queue.Full):
-                    pass
+        self.fanout.publish(kind, data)
+
+    def stop(self) -> None:
+        self.stop_ev.set()
+        self.fanout.close()
 
     def _run(self) -> None:
         while not self.stop_ev.wait(self.interval if self._primed else 0):
@@ -231,7 +218,7 @@ def build_dashboard(cfg, store, data_dir: Path, poll_s: float = 1.0) -> Dashboar
             for a in rows:
                 full = store.alert(a["uuid"]) or {}
                 out.append(feed_row(a, full.get("decisions") or []))
-        return out
+        return fast_json(out)
 
     @app.get("/api/alerts/{uuid}")
     def alert(uuid: str):
@@ -284,38 +271,13 @@ def build_dashboard(cfg, store, data_dir: Path, poll_s: float = 1.0) -> Dashboar
             cps = [checkpoint_row(c, now) for c in store.checkpoints()]
             n = store.count_alerts()
         return {"checkpoints": cps, "alerts_stored": n, "dashboard": dict(counters), "auth": asdict(auth.counters),
-                "poller": {"errors": poller.errors, "last_error": poller.last_error, "clients": len(poller.subs)}}
+                "poller": {"errors": poller.errors, "last_error": poller.last_error, "clients": poller.fanout.clients,
+                           "dropped": poller.fanout.dropped}}
 
     @app.get("/api/events")
     async def events(request: Request):
-        q = poller.subscribe()
-
-        async def gen():
-            try:
-                yield "retry: 2000\n\n"
-                last = time.monotonic()
-                while not poller.stop_ev.is_set():
-                    if await request.is_disconnected():
-                        break
-                    sent = False
-                    while True:
-                        try:
-                            ev = q.get_nowait()
-                        except queue.Empty:
-                            break
-                        yield f"event: {ev['type']}\ndata: {json.dumps(ev, default=str)}\n\n"
-                        sent = True
-                    if sent:
-                        last = time.monotonic()
-                    else:
-                        if time.monotonic() - last > 15:
-                            yield ": keepalive\n\n"
-                            last = time.monotonic()
-                        await asyncio.sleep(0.1)
-            finally:
-                poller.unsubscribe(q)
-
-        return StreamingResponse(gen(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+        return StreamingResponse(poller.fanout.stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -333,7 +295,7 @@ class DashboardHandle:
         self.thread = thread
 
     def stop(self, timeout: float = 1.5) -> None:
-        self.dashboard.poller.stop_ev.set()  # ends the SSE streams so uvicorn can shut down
+        self.dashboard.poller.stop()  # ends the SSE streams so uvicorn can shut down
         self.server.should_exit = True
         self.thread.join(timeout)
         if self.thread.is_alive():
@@ -362,7 +324,7 @@ def start_dashboard(cfg, store, data_dir: Path, stop: threading.Event | None = N
     while not server.started and t.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     if not server.started:
-        dash.poller.stop_ev.set()
+        dash.poller.stop()
         raise RuntimeError(f"dashboard could not listen on {cfg.bind}")
     handle = DashboardHandle(dash, server, t)
     if stop is not None:

@@ -22,9 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.webevents import Fanout
 from edge_agent.alerts import Alert
 from edge_agent.console.tip import THREATS, TipScores, draw_threat
-from edge_agent.state import AgentState, EventBus
+from edge_agent.state import AgentState
 
 log = logging.getLogger("zastava.console")
 
@@ -57,7 +58,7 @@ class ConsoleLive:
         self.checkpoint_id = checkpoint_id
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
-        self.bus = EventBus()
+        self.bus = Fanout()  # to browsers (SSE)
         self.projections: dict[tuple[str, str], Projection] = {}
         self._order: collections.deque[tuple[str, str]] = collections.deque()
         self.watchers: collections.Counter[str] = collections.Counter()
@@ -85,6 +86,7 @@ class ConsoleLive:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        self.bus.close()  # ends every browser's stream
         if self._thread is not None:
             self._thread.join(timeout)
         self.state.events.unsubscribe(self._q)

@@ -9,7 +9,6 @@ Every route, static files included, sits behind common.webauth's AuthGate; write
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from common import webauth
@@ -41,6 +40,12 @@ ROLE_RULES = {
     "/supervisor": ("supervisor",),
     "/api/supervisor": ("supervisor",),
 }
+def fast_json(obj) -> Response:
+    """Plain json.dumps: FastAPI's jsonable_encoder walks every value first, several times slower for a
+    page of alerts (bench/bench_console.py measures it), and these are already plain JSON types."""
+    return Response(json.dumps(obj, default=str), media_type="application/json")
+
+
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -109,7 +114,7 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     live = ConsoleLive(state, stores, files_root, cfg.console.tip_rate, scores, cfg.checkpoint_id, seed=tip_seed)
     auth = webauth.Authenticator(users_path(cfg))
     app = FastAPI(title="Zastava officer console", docs_url=None, redoc_url=None, openapi_url=None)
-    counters = {"bad_requests": 0, "decisions": 0, "sse_clients": 0, "refused_paths": 0}
+    counters = {"bad_requests": 0, "decisions": 0, "refused_paths": 0}
 
     def user(request: Request) -> webauth.User:
         return request.scope["state"]["user"]
@@ -155,7 +160,7 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     def lanes():
         with state.lock:
             snap = {lane: [dict(b.__dict__) for b in list(bags)[:12]] for lane, bags in state.bags.items()}
-        return {lane: [live.bag_json(b) for b in bags] for lane, bags in snap.items()}
+        return fast_json({lane: [live.bag_json(b) for b in bags] for lane, bags in snap.items()})
 
     @app.get("/api/bags/{lane}/{bag_id}/image")
     def bag_image(lane: str, bag_id: str):
@@ -170,7 +175,7 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
         rows = store.alerts(limit=max(1, min(limit, 500)), since=since)
         for r in rows:
             r["decisions"] = store.decisions_for(r["uuid"])
-        return rows
+        return fast_json(rows)
 
     @app.get("/api/alerts/{uuid}")
     def alert(uuid: str):
@@ -255,37 +260,16 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     @app.get("/api/events")
     async def events(request: Request):
         u = user(request)
-        q = live.bus.subscribe(512)
         scored = u.role in SCORED_ROLES
-        if scored:
-            live.watch(u.name)
-        counters["sse_clients"] += 1
 
         async def gen():
+            # Whoever has the stream open is watching the lanes: scored on projections shown meanwhile.
+            if scored:
+                live.watch(u.name)
             try:
-                yield "retry: 2000\n\n"
-                last = time.monotonic()
-                while not live._stop.is_set():
-                    if await request.is_disconnected():
-                        break
-                    sent = False
-                    while True:
-                        try:
-                            ev = q.get_nowait()
-                        except Exception:
-                            break
-                        yield f"event: {ev['type']}\ndata: {json.dumps(ev, default=str)}\n\n"
-                        sent = True
-                    if not sent:
-                        if time.monotonic() - last > 15:
-                            yield ": keepalive\n\n"
-                            last = time.monotonic()
-                        await asyncio.sleep(0.1)
-                    else:
-                        last = time.monotonic()
+                async for chunk in live.bus.stream():
+                    yield chunk
             finally:
-                live.bus.unsubscribe(q)
-                counters["sse_clients"] -= 1
                 if scored:
                     live.unwatch(u.name)
 
@@ -298,7 +282,8 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
         store, fs = stores.get()
         return {"snapshot": state.snapshot(), "stored_health": store.health(), "backlog": store.backlog(),
                 "alerts_stored": store.count_alerts(), "storage_used_bytes": fs.used(),
-                "event_bus_dropped": state.events.dropped, "console": dict(counters),
+                "event_bus_dropped": state.events.dropped,
+                "console": {**counters, "sse_clients": live.bus.clients, "sse_dropped": live.bus.dropped},
                 "console_live": dict(live.counters), "auth": asdict(auth.counters),
                 "receivers": {k: {"center_hz": v.center_hz, "rate_hz": v.rate_hz, "rows": len(v.waterfall)}
                               for k, v in list(state.receivers.items())}}

@@ -47,13 +47,15 @@ def _handgun(scale: float) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def bag_region(img: np.ndarray) -> tuple[int, int, int, int]:
     """Bounding box of what is not empty belt (near-white) in a pseudo-colour image."""
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    ys, xs = np.nonzero(grey < 225)
-    h, w = grey.shape
-    if len(xs) < 100:
+    h, w = img.shape[:2]
+    k = 4  # on a quarter-size copy: the region needs no pixel precision, and it is 16x less work
+    small = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), (max(1, w // k), max(1, h // k)),
+                       interpolation=cv2.INTER_AREA)
+    ys, xs = np.nonzero(small < 225)
+    if len(xs) < 10:
         return (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
-    return (int(np.percentile(xs, 2)), int(np.percentile(ys, 2)), int(np.percentile(xs, 98)),
-            int(np.percentile(ys, 98)))
+    return (int(np.percentile(xs, 2)) * k, int(np.percentile(ys, 2)) * k, min(w - 1, int(np.percentile(xs, 98)) * k),
+            min(h - 1, int(np.percentile(ys, 98)) * k))
 
 
 def draw_threat(img: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
@@ -77,17 +79,23 @@ def draw_threat(img: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[n
     cy = rng.uniform(y1 + span_y / 2, max(y1 + span_y / 2 + 1, y2 - span_y / 2))
     cx = float(np.clip(cx, span_x / 2 + 2, w - span_x / 2 - 2))
     cy = float(np.clip(cy, span_y / 2 + 2, h - span_y / 2 - 2))
-    trans = np.ones((h, w, 3), np.float32)
-    for poly, factor in placed:
-        mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [np.round(poly + [cx, cy]).astype(np.int32)], 255, lineType=cv2.LINE_AA)
-        # Slightly soft edges: a real object's edge is blurred by the detector's line-scan pitch.
-        a = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] / 255.0
-        trans *= 1.0 - a * (1.0 - np.clip(factor, 0, 1))
-    out = np.clip(img.astype(np.float32) * trans, 0, 255).astype(np.uint8)
     allp = extent + [cx, cy]
     box = [int(max(0, allp[:, 0].min())), int(max(0, allp[:, 1].min())),
            int(min(w - 1, allp[:, 0].max())), int(min(h - 1, allp[:, 1].max()))]
+    # Work only in the threat's bounding box (plus the blur margin): the rest of the bag is untouched.
+    rx1, ry1 = max(0, box[0] - 3), max(0, box[1] - 3)
+    rx2, ry2 = min(w, box[2] + 4), min(h, box[3] + 4)
+    rh, rw = ry2 - ry1, rx2 - rx1
+    trans = np.ones((rh, rw, 3), np.float32)
+    for poly, factor in placed:
+        mask = np.zeros((rh, rw), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly + [cx - rx1, cy - ry1]).astype(np.int32)], 255, lineType=cv2.LINE_AA)
+        # Slightly soft edges: a real object's edge is blurred by the detector's line-scan pitch.
+        a = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] / 255.0
+        trans *= 1.0 - a * (1.0 - np.clip(factor, 0, 1))
+    out = img.copy()
+    roi = out[ry1:ry2, rx1:rx2]
+    out[ry1:ry2, rx1:rx2] = np.clip(roi.astype(np.float32) * trans, 0, 255).astype(np.uint8)
     return out, box
 
 
