@@ -94,6 +94,11 @@ def test_narcotics_bag_to_dashboard(browser, demo):  # noqa: F811
     page.click("#kind-ok")
     page.wait_for_selector(".toast:not(.bad)", timeout=10000)
     assert "Recorded" in page.inner_text(".toast")
+
+    # the radio view: both simulated receivers' waterfalls grow live
+    page.keyboard.press("3")
+    wait_js(page, "Object.keys(S.wf).length >= 2 && Object.values(S.wf).every(w => w.rows >= 20)", timeout=30000)
+    page.screenshot(path=str(SHOTS / "e2e_console_radio.png"))
     ctx.close()
 
     # the decision reaches central and shows on the dashboard (live, no reload)

@@ -274,9 +274,12 @@ class Waterfall {
     const c = this.canvas, ctx = c.getContext("2d");
     if (c.width !== row.length) { c.width = row.length; }
     const sorted = [...row].sort((a, b) => a - b);
-    // Follow the noise floor slowly so the colours stay put while the band changes.
-    this.lo = 0.9 * this.lo + 0.1 * (sorted[Math.floor(sorted.length * 0.1)] - 3);
-    this.hi = 0.9 * this.hi + 0.1 * Math.max(sorted[sorted.length - 1], this.lo + 30);
+    const lo = sorted[Math.floor(sorted.length * 0.1)] - 3;
+    const hi = Math.max(sorted[sorted.length - 1], lo + 30);
+    // Start from the first row, then follow the noise floor slowly so the colours stay put.
+    const a = this.rows === 1 ? 1 : 0.1;
+    this.lo = (1 - a) * this.lo + a * lo;
+    this.hi = (1 - a) * this.hi + a * hi;
     ctx.drawImage(c, 0, 1);
     const line = ctx.createImageData(row.length, 1);
     for (let i = 0; i < row.length; i++) {
@@ -293,15 +296,20 @@ class Waterfall {
     const ctx = m.getContext("2d");
     ctx.clearRect(0, 0, m.width, m.height);
     ctx.font = "11px 'DejaVu Sans', sans-serif";
-    for (const e of this.rx.emitters || []) {
+    const ends = [-1e9, -1e9];  // right edge of the last label on each of two text rows
+    const ems = [...(this.rx.emitters || [])].filter((e) => emHz(e)).sort((p, q) => emHz(p) - emHz(q));
+    for (const e of ems) {
       const f = emHz(e);
-      if (!f) continue;
       const x = this.xOf(f, m.width);
       const col = e.licensed === false ? "#ff453a" : e.licensed === true ? "#30d158" : "#ffd60a";
       ctx.fillStyle = col;
       ctx.beginPath(); ctx.moveTo(x, m.height); ctx.lineTo(x - 6, m.height - 10); ctx.lineTo(x + 6, m.height - 10); ctx.fill();
       const label = `${emClass(e)} ${(f / 1e6).toFixed(3)}`;
-      ctx.fillText(label, Math.min(m.width - ctx.measureText(label).width - 2, Math.max(2, x - 30)), m.height - 16);
+      const w = ctx.measureText(label).width;
+      const lx = Math.min(m.width - w - 2, Math.max(2, x - 30));
+      const row = lx > ends[0] + 6 ? 0 : 1;  // close emitters: the second label goes one line up
+      ends[row] = lx + w;
+      ctx.fillText(label, lx, m.height - 16 - 14 * row);
     }
   }
   renderTable() {
