@@ -23,6 +23,7 @@ Why it looks like this:
 import argparse
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -36,6 +37,8 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+log = logging.getLogger("zastava.webauth")
 
 ROLES = ("officer", "supervisor", "engineer")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -154,6 +157,7 @@ class AuthCounters:
     forbidden: int = 0
     csrf_refused: int = 0
     bad_requests: int = 0  # request bodies/parameters refused by validation (422)
+    users_file_errors: int = 0  # the users file became unreadable while running
 
 
 @dataclass
@@ -176,7 +180,14 @@ class Authenticator:
             m = 0.0
         with self._lock:
             if m != self._mtime:
-                self._users = load_users(self.users_path)
+                try:
+                    self._users = load_users(self.users_path)
+                except UsersFileError as e:
+                    if self._mtime < 0:
+                        raise  # at start: refuse, the operator must fix the file
+                    # while running: keep the last good users rather than lock everybody out
+                    self.counters.users_file_errors += 1
+                    log.error("%s; keeping the %d users loaded before", e, len(self._users))
                 self._mtime = m
             return self._users
 

@@ -142,6 +142,7 @@ def test_console_in_chromium(browser, agent):
     page.fill("#kind-note", "found in lining")
     page.click("#kind-ok")
     wait_for(lambda: store.decisions_for(alerts[0].uuid), 5, what="decision stored")
+    wait_js(page, "document.getElementById('bag-decided').textContent.includes('contraband found (narcotics) by olga')")
     d = store.decisions_for(alerts[0].uuid)[0]
     assert (d["officer"], d["decision"], d["contraband_kind"]) == ("olga", "contraband_found", "narcotics")
 

@@ -189,3 +189,16 @@ def test_security_headers_on_every_response(tmp_path):
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
         assert "script-src 'self'" in r.headers["content-security-policy"]
         assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_broken_users_file_while_running_keeps_last_good(tmp_path):
+    p = tmp_path / "users.toml"
+    webauth.add_user(p, "olga", "officer", "officer-pass-1")
+    auth = webauth.Authenticator(p)
+    assert auth.login("olga", "officer-pass-1")
+    p.write_text("[users.olga\nrole = ")
+    os.utime(p, (os.stat(p).st_atime, os.stat(p).st_mtime + 5))
+    assert auth.login("olga", "officer-pass-1") is not None
+    assert auth.counters.users_file_errors == 1
+    with pytest.raises(webauth.UsersFileError):  # a fresh start refuses the broken file
+        webauth.Authenticator(p).users()

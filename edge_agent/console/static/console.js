@@ -81,8 +81,18 @@ async function showBag(bag) {
   ul.replaceChildren(...bag.findings.map((f) => Z.el("li", {class: "f-" + f.cls},
     Z.el("b", {}, f.cls), ` ${(f.score * 100).toFixed(0)}% · ${f.material || ""}${f.concealed ? " · concealed" : ""}`)));
   $("bag-decide").hidden = !bag.alert_uuids.length || !canDecide();
+  renderBagDecisions();
   await viewer.load(bag.image_url, bag.findings).catch((e) => { $("noimage").hidden = false; $("noimage").textContent = e.message; });
   renderStrip();
+}
+
+function renderBagDecisions() {
+  // What has been decided on this bag's alerts so far (from the queue we hold, updated live).
+  const el = $("bag-decided");
+  if (!S.bag || !S.bag.alert_uuids.length) { el.textContent = ""; return; }
+  const ds = S.bag.alert_uuids.map((u) => S.alerts.find((a) => a.uuid === u)).filter(Boolean)
+    .map((a) => a.decisions[a.decisions.length - 1]).filter(Boolean);
+  el.textContent = ds.length ? "Decided: " + [...new Set(ds.map((d) => `${DECISION_LABEL[d.decision] || d.decision}${d.contraband_kind ? " (" + d.contraband_kind + ")" : ""} by ${d.officer}`))].join("; ") : "";
 }
 
 function renderStrip() {
@@ -241,6 +251,7 @@ function onDecision(ev) {
   const a = S.alerts.find((x) => x.uuid === d.alert_uuid);
   if (a && !a.decisions.some((x) => x.uuid === d.uuid)) { a.decisions.push(d); }
   renderAlerts();
+  renderBagDecisions();
   if (S.sel === d.alert_uuid) select(d.alert_uuid);
 }
 
