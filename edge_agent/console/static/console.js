@@ -370,7 +370,9 @@ function onStatus(s) {
   if (!link.configured) { l.className = "chip"; l.textContent = "central: not configured"; }
   else {
     l.className = "chip " + (link.connected ? "good" : "bad");
-    l.textContent = `central: ${link.connected ? "connected" : "DOWN"} · backlog ${link.backlog ?? "?"}`;
+    l.replaceChildren(`central: ${link.connected ? "connected" : "DOWN"} · backlog ${link.backlog ?? "?"}`,
+      link.connected ? "" : ` · last ack ${Z.ago(link.last_ack)}`,
+      !link.connected && link.last_error ? Z.el("em", {}, " — " + link.last_error.slice(0, 80)) : "");
     l.title = link.last_error ? "last error: " + link.last_error : "";
   }
   const devs = Object.entries(s.devices || {}).sort();
