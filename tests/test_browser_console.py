@@ -176,6 +176,13 @@ def test_console_in_chromium(browser, agent):
     assert "stalled" in page.inner_text("#statusbar") and "connected" in page.inner_text("#statusbar")
     shot(page, "console_radio")
 
+    # the link to central goes down: the status bar says so within the 2 s status beat, with the error
+    state.link.update({"connected": False, "backlog": 17, "last_error": "hub tcp://10.0.0.1:7100 unreachable",
+                       "last_ack": time.time() - 30})
+    wait_js(page, "document.getElementById('link').textContent.includes('DOWN')", timeout=6000)
+    assert "backlog 17" in page.inner_text("#link") and "unreachable" in page.inner_text("#link")
+    state.link.update({"connected": True, "backlog": 0, "last_error": None})
+
     # an officer cannot reach the engineer page
     assert page.goto(base + "/engineer").status == 403
     assert page.goto(base + "/api/engineer/health").status == 403
