@@ -1,8 +1,10 @@
 // Engineer page: raw device health and counters, refreshed every 2 s (reachable by engineers and supervisors).
 "use strict";
 function card(title, obj, cls) {
+  const show = (k, v) => (typeof v === "number" && v > 1e9 && (k.endsWith("_t") || k === "last_ack"))
+    ? `${Z.datetime(v)} (${Z.ago(v)})` : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
   const rows = Object.entries(obj || {}).map(([k, v]) => Z.el("div", {class: "kv"}, Z.el("span", {}, k),
-    Z.el("b", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))));
+    Z.el("b", {}, show(k, v))));
   return Z.el("div", {class: "card " + (cls || "")}, Z.el("h3", {}, title), ...rows);
 }
 async function refresh() {
