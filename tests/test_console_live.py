@@ -165,3 +165,18 @@ def test_decision_published_live(running):
     assert sse.of("decision")[0]["decision"]["officer"] == "olga"
     sse.close()
     olga.close()
+
+
+def test_busy_port_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = make_cfg(tmp_path, bind=f"127.0.0.1:{port}")
+        make_users(cfg)
+        store = Store(cfg.storage.dir / "store.sqlite")
+        with pytest.raises(RuntimeError, match=f"could not listen on 127.0.0.1:{port}"):
+            start_console(cfg, AgentState("cp-test"), store.path, cfg.storage.dir / "files", threading.Event())
+        store.close()
