@@ -152,18 +152,19 @@ def write_sigmf(base: Path, cap: Capture, description: str) -> Path:
     The metadata is serialised by us from the validated record with sorted keys: sigmf's own
     dump is correct too, but key order is part of "byte-identical", so we pin it.
     """
+    import sigmf
     from sigmf import SigMFFile
 
     data_path = base.with_suffix(".sigmf-data")
     data_path.write_bytes(to_cu8(cap.samples).tobytes())
     meta = SigMFFile(data_file=str(data_path), skip_checksum=True, global_info={
-        SigMFFile.DATATYPE_KEY: "cu8", SigMFFile.SAMPLE_RATE_KEY: cap.rate_hz,
-        SigMFFile.DESCRIPTION_KEY: description, SigMFFile.RECORDER_KEY: "zastava hw_sim.rf",
-        SigMFFile.LICENSE_KEY: "https://creativecommons.org/publicdomain/zero/1.0/",
-        SigMFFile.HW_KEY: "simulated RTL-SDR (R820T), 8-bit",
-        SigMFFile.EXTENSIONS_KEY: [],
+        sigmf.DATATYPE_KEY: "cu8", sigmf.SAMPLE_RATE_KEY: cap.rate_hz,
+        sigmf.DESCRIPTION_KEY: description, sigmf.RECORDER_KEY: "zastava hw_sim.rf",
+        sigmf.LICENSE_KEY: "https://creativecommons.org/publicdomain/zero/1.0/",
+        sigmf.HW_KEY: "simulated RTL-SDR (R820T), 8-bit",
+        sigmf.EXTENSIONS_KEY: [{"name": "zastava", "version": "0.1.0", "optional": True}],
     })
-    meta.add_capture(0, metadata={SigMFFile.FREQUENCY_KEY: cap.center_hz})
+    meta.add_capture(0, metadata={sigmf.FREQUENCY_KEY: cap.center_hz})
     for a in cap.annotations:
         rest = {k: v for k, v in a.items() if k not in ("core:sample_start", "core:sample_count")}
         meta.add_annotation(a["core:sample_start"], a["core:sample_count"], metadata=rest)

@@ -328,14 +328,14 @@ class RtlTcpServer:
                 if not R820T_FREQ_RANGE[0] <= param <= R820T_FREQ_RANGE[1]:
                     return self._refuse(f"frequency {param} Hz outside the R820T's range")
                 band.retune(center_hz=float(param))
-                st["center_hz"] = float(param)
+                st["center_hz"] = band.center_hz
                 st["retunes"] += 1
             elif c is Cmd.SET_SAMPLE_RATE:
                 if not valid_sample_rate(param):
                     return self._refuse(f"sample rate {param} S/s refused (librtlsdr takes 225001-300000 or "
                                         f"900001-3200000); keeping {band.rate_hz:.0f}")
                 band.retune(rate_hz=float(param))
-                st["rate_hz"] = float(param)
+                st["rate_hz"] = band.rate_hz  # a replayed recording keeps its own rate
             elif c is Cmd.SET_GAIN_MODE:
                 st["gain_mode"] = 1 if param else 0
                 self._set_gain()
