@@ -116,6 +116,7 @@ def test_feed_filters_detail_and_evidence(dash):
     assert ids(checkpoint="cp-north") == [a1, a3]
     assert ids(kind="xray.") == [a1, a3] and ids(kind="rf.") == [a2]
     assert ids(severity="critical") == [a3]
+    assert ids(limit=1, offset=1) == [a2]  # the page's "load older"
     assert ids(since=now - 3600) == [a1, a2]
     assert ids(since=now - 3600, checkpoint="cp-north", kind="xray.narcotics", severity="high") == [a1]
     assert c.get("/api/alerts", params={"severity": "apocalyptic"}).status_code == 400

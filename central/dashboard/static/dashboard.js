@@ -53,12 +53,20 @@ function matches(a, f) {
   return (!f.checkpoint || a.checkpoint === f.checkpoint) && (!f.kind || a.kind.startsWith(f.kind)) &&
     (!f.severity || a.severity === f.severity) && (!f.since || a.t >= f.since);
 }
-async function loadFeed() {
+let feedSeq = 0;
+async function loadFeed(older) {
+  // Filters can change faster than answers come back: only the answer to the latest request counts.
+  const seq = ++feedSeq;
   const f = filters();
   const q = new URLSearchParams(Object.entries(f).filter(([, v]) => v !== "" && v !== undefined)).toString();
-  D.alerts = await Z.get("/api/alerts?limit=200&" + q);
+  const offset = older ? D.alerts.length : 0;
+  const rows = await Z.get(`/api/alerts?limit=200&offset=${offset}&` + q);
+  if (seq !== feedSeq) return;
+  D.alerts = older ? D.alerts.concat(rows.filter((a) => !D.alerts.some((x) => x.uuid === a.uuid))) : rows;
+  $("more").hidden = rows.length < 200;
   renderFeed();
 }
+$("more").onclick = () => loadFeed(true);
 function feedRow(a, fresh) {
   return Z.el("tr", {"data-uuid": a.uuid, class: (a.uuid === D.sel ? "sel " : "") + (fresh ? "new" : ""), onclick: () => select(a.uuid)},
     Z.el("td", {title: Z.datetime(a.t)}, Z.datetime(a.t).slice(5)), Z.el("td", {}, a.checkpoint), Z.el("td", {}, a.source), Z.el("td", {}, a.kind),
