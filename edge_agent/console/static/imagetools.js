@@ -33,9 +33,12 @@ class XrayViewer {
   }
 
   load(url, boxes) {
+    // Bags can arrive faster than images decode: only the latest requested image may be shown.
+    const token = (this._token = (this._token || 0) + 1);
     return new Promise((resolve, reject) => {
       const img = new Image();
       img.onload = () => {
+        if (token !== this._token) return resolve();
         const c = document.createElement("canvas");
         c.width = img.naturalWidth; c.height = img.naturalHeight;
         const cx = c.getContext("2d");
@@ -47,7 +50,7 @@ class XrayViewer {
         this.reset();
         resolve();
       };
-      img.onerror = () => reject(new Error("image failed to load: " + url));
+      img.onerror = () => (token === this._token ? reject(new Error("image failed to load: " + url)) : resolve());
       img.src = url;
     });
   }
