@@ -443,7 +443,7 @@ class GMSK(Waveform):
 
     cls = "gmsk"
 
-    def __init__(self, rng, rate_hz, *, baud: float = 1625e3 / 6, bt: float = 0.3, frame_bits: int = 148):
+    def __init__(self, rng, rate_hz, *, baud: float = 1625e3 / 6, bt: float = 0.3, frame_bits: int = 1480):
         super().__init__(rng, rate_hz)
         self.baud, self.bt = baud, bt
         self.frame_bits = frame_bits
