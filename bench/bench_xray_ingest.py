@@ -5,7 +5,8 @@ same read in the same run.
     bare          pydicom.dcmread + pixel_array of the same 2N files
   spool PNG       SpoolSource over N 16-bit PNG pairs
     bare          cv2.imread(IMREAD_UNCHANGED) of the same 2N files
-  C-STORE         pynetdicom SCU -> DicosScpSource (decode, pair, queue) -> frames()
+  C-STORE         pynetdicom SCU (another process, as a scanner is) -> DicosScpSource (decode,
+                  pair, queue) -> frames()
     bare          the same SCU -> a bare pynetdicom SCP whose handler decodes pixel_array only
 
 Images are 512 x 640 uint16 (a hand-luggage scan at ~1.5 mm), written before timing starts.
@@ -111,70 +112,94 @@ def bench_spool(kind: str, imgs: list[np.ndarray]) -> dict:
             else "cv2.imread", "bare_images_per_s": len(paths) / bare}
 
 
-def push(port: int, datasets: list, ae_title: str = "ZASTAVA") -> None:
-    from pynetdicom import AE
+PUSHER = r"""
+import sys
+import pydicom
+from pynetdicom import AE
+from drivers.dicos_scp import register_dicos_classes
+register_dicos_classes()
+port, files = int(sys.argv[1]), sys.argv[2:]
+datasets = [pydicom.dcmread(f) for f in files]
+ae = AE(ae_title="BENCH")
+ae.add_requested_context(datasets[0].SOPClassUID, "1.2.840.10008.1.2.1")
+print("ready", flush=True)
+sys.stdin.readline()
+assoc = ae.associate("127.0.0.1", port, ae_title="ZASTAVA")
+if not assoc.is_established:
+    sys.exit("association failed")
+for ds in datasets:
+    st = assoc.send_c_store(ds)
+    if st.get("Status") != 0:
+        sys.exit(f"C-STORE failed: {st}")
+assoc.release()
+print("done", flush=True)
+"""
 
-    ae = AE(ae_title="BENCH")
-    ae.add_requested_context(datasets[0].SOPClassUID, TRANSFER_SYNTAXES[1])
-    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
-    if not assoc.is_established:
-        raise RuntimeError("association failed")
-    for ds in datasets:
-        st = assoc.send_c_store(ds)
-        if st.Status != 0:
-            raise RuntimeError(f"C-STORE status 0x{st.Status:04x}")
-    assoc.release()
+
+def start_pusher(port: int, files: list[Path]):
+    """The scanner is another process: so is our SCU, which also keeps it off the receiver's GIL."""
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-c", PUSHER, str(port), *map(str, files)], cwd=HERE.parent,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError("pusher failed to start")
+    return p
+
+
+def go(p) -> None:
+    p.stdin.write("go\n")
+    p.stdin.flush()
+
+
+def finish(p) -> None:
+    out, _ = p.communicate(timeout=600)
+    if p.returncode != 0 or "done" not in out:
+        raise RuntimeError(f"pusher exited {p.returncode}")
 
 
 def bench_cstore(imgs: list[np.ndarray]) -> dict:
     from pynetdicom import AE, evt
 
-    datasets = []
-    for i in range(0, len(imgs), 2):
-        study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-        for energy, img in (("high", imgs[i]), ("low", imgs[i + 1])):
-            datasets.append(make_dx(img, energy=energy, bag_id=f"C{i // 2:05d}", study=study, series=series))
-    n_pairs = len(datasets) // 2
+    with tempfile.TemporaryDirectory() as d:
+        files = write_dicos(Path(d), imgs)
+        n_pairs = len(files) // 2
 
-    # bare: a pynetdicom SCP that only decodes the pixels (it too must be told the DICOS UIDs)
-    register_dicos_classes()
-    done = threading.Event()
-    count = [0]
+        # bare: a pynetdicom SCP that only decodes the pixels (it too must be told the DICOS UIDs)
+        register_dicos_classes()
+        done = threading.Event()
+        count = [0]
 
-    def on_store(event):
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        _ = ds.pixel_array
-        count[0] += 1
-        if count[0] == len(datasets):
-            done.set()
-        return 0x0000
+        def on_store(event):
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            _ = ds.pixel_array
+            count[0] += 1
+            if count[0] == len(files):
+                done.set()
+            return 0x0000
 
-    ae = AE(ae_title="ZASTAVA")
-    ae.add_supported_context(datasets[0].SOPClassUID, TRANSFER_SYNTAXES)
-    ae.maximum_pdu_size = 65536
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    t0 = time.perf_counter()
-    push(server.server_address[1], datasets)
-    done.wait(600)
-    bare = time.perf_counter() - t0
-    server.shutdown()
+        ae = AE(ae_title="ZASTAVA")
+        ae.add_supported_context(pydicom.dcmread(files[0]).SOPClassUID, TRANSFER_SYNTAXES)
+        ae.maximum_pdu_size = 65536
+        server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        p = start_pusher(server.server_address[1], files)
+        t0 = time.perf_counter()
+        go(p)
+        done.wait(600)
+        bare = time.perf_counter() - t0
+        finish(p)
+        server.shutdown()
 
-    src = DicosScpSource("dicos-scp://127.0.0.1:0?ae=ZASTAVA", queue_size=max(64, n_pairs + 1))
-    t0 = time.perf_counter()
-    pusher = threading.Thread(target=push, args=(src.port, datasets))
-    pusher.start()
-    stop = threading.Event()
-    got = 0
-    for _f in src.frames(stop):
-        got += 1
-        if got >= n_pairs:
-            break
-    dt = time.perf_counter() - t0
-    pusher.join()
-    src.close()
+        src = DicosScpSource("dicos-scp://127.0.0.1:0?ae=ZASTAVA", queue_size=max(64, n_pairs + 1))
+        p = start_pusher(src.port, files)
+        t0 = time.perf_counter()
+        go(p)
+        dt = drain(src, n_pairs)
+        finish(p)
+        src.close()
     return {"source": "C-STORE", "pairs": n_pairs, "pairs_per_s": n_pairs / dt, "images_per_s": 2 * n_pairs / dt,
-            "bare": "pynetdicom SCP + pixel_array", "bare_images_per_s": len(datasets) / bare}
+            "bare": "pynetdicom SCP + pixel_array", "bare_images_per_s": len(files) / bare}
 
 
 def main(argv: list[str]) -> int:
