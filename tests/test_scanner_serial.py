@@ -304,3 +304,18 @@ def test_pty_vanishing_is_link_lost_then_counted_retries():
     finally:
         col.close()
         dev.close()
+
+
+def test_serial_section_refuses_bad_keys_by_name(tmp_path):
+    from common.configfile import ConfigError, validate_data
+
+    with pytest.raises(ConfigError) as ei:
+        validate_data(SerialSection, {"socket_port": 70000, "baud": 9600}, "[serial]", tmp_path)
+    text = " ".join(ei.value.problems)
+    assert "socket_port" in text and "unknown key 'baud'" in text
+    s = validate_data(SerialSection, {"socket_port": 0, "pty": False}, "[serial]", tmp_path)
+    dev = start(s, seed=0, clock=SimClock(1.0))
+    try:
+        assert set(dev.urls) == {"control"}  # no pty when the scenario says so
+    finally:
+        dev.close()
