@@ -74,10 +74,11 @@ class Ledger:
                         "mtime_ns INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, t REAL NOT NULL, "
                         "finished INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (name, size, mtime_ns))")
 
-    def status(self, name: str, size: int, mtime_ns: int) -> tuple[str, int] | None:
-        row = self.db.execute("SELECT status, finished FROM files WHERE name=? AND size=? AND mtime_ns=?",
+    def status(self, name: str, size: int, mtime_ns: int) -> tuple[str, int, str | None] | None:
+        """(status, finished, reason) of one file version, or None if never recorded."""
+        row = self.db.execute("SELECT status, finished, reason FROM files WHERE name=? AND size=? AND mtime_ns=?",
                               (name, size, mtime_ns)).fetchone()
-        return (row[0], row[1]) if row else None
+        return (row[0], row[1], row[2]) if row else None
 
     def record(self, entries: list[tuple[str, int, int]], status: str, reason: str | None = None) -> None:
         now = time.time()
@@ -166,8 +167,10 @@ class SpoolSource(HealthMixin):
             if status == "bad":
                 dest = _free_name(self.dir / "bad", name)
                 dest.parent.mkdir(exist_ok=True)
-                os.replace(src, dest)
+                # the reason first: a crash in between leaves a reason without its file, which the
+                # next start completes, rather than a bad file nobody can explain
                 dest.with_name(dest.name + ".reason.txt").write_text((reason or "unknown") + "\n")
+                os.replace(src, dest)
             elif self.after == "move":
                 dest = _free_name(self.dir / "done", name)
                 dest.parent.mkdir(exist_ok=True)
@@ -175,8 +178,9 @@ class SpoolSource(HealthMixin):
             elif self.after == "delete":
                 src.unlink(missing_ok=True)
         except OSError as e:
-            self._error(f"cannot move '{name}' aside: {e}")
-            return
+            # the ledger already says it was handled, so it is never read again; leave it where it
+            # is rather than retry (and count) the same failure on every poll
+            self._error(f"cannot move '{name}' aside, left in the spool: {e}")
         self.ledger.finished(name, size, mtime_ns)
 
     def _scan(self, now: float) -> list[tuple[str, int, int]]:
@@ -211,7 +215,7 @@ class SpoolSource(HealthMixin):
                     self._finished.add((name, *key))
                 # recorded but still here: the move was interrupted; finish it, never re-read
                 if not known[1]:
-                    self._finish(name, *key, known[0], None)
+                    self._finish(name, *key, known[0], known[2])
                 continue
             ready.append((st.st_mtime_ns, name, *key))
         for name in list(self._seen):

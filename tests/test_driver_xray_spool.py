@@ -356,3 +356,18 @@ def test_random_files_become_frames_or_reasons_never_exceptions(tmp_path_factory
     assert src.stats()["bad"] == len(bad) == src.health().errors
     done = list((d / "done").iterdir()) if (d / "done").exists() else []
     assert len(done) + len(bad) == len(files)
+
+
+def test_a_failed_move_is_reported_once_and_the_file_is_not_read_again(tmp_path):
+    (tmp_path / "done").write_text("not a folder")  # so nothing can be moved into done/
+    write_atomic(tmp_path / "M1.png", png(bag_image()))
+    t = Taker(SpoolSource(f"spool://{tmp_path}", **FAST))
+    try:
+        wait_for(lambda: t.frames, what="M1")
+        time.sleep(0.5)  # ten polls
+        assert len(t.frames) == 1
+        h = t.src.health()
+        assert h.errors == 1 and "left in the spool" in h.last_error
+        assert (tmp_path / "M1.png").exists()
+    finally:
+        t.close()
