@@ -359,7 +359,7 @@ def test_random_files_become_frames_or_reasons_never_exceptions(tmp_path_factory
 
 
 def test_a_failed_move_is_reported_once_and_the_file_is_not_read_again(tmp_path):
-    (tmp_path / "done").write_text("not a folder")  # so nothing can be moved into done/
+    (tmp_path / "done").symlink_to(tmp_path / "nowhere")  # a dangling link: nothing moves into done/
     write_atomic(tmp_path / "M1.png", png(bag_image()))
     t = Taker(SpoolSource(f"spool://{tmp_path}", **FAST))
     try:
