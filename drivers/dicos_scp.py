@@ -148,9 +148,13 @@ class DicosScpSource(HealthMixin):
         log.info("C-STORE receiver %s listening on %s:%d", self.ae_title, self.host, self.port)
         return True
 
+    def _inc(self, name: str) -> None:
+        with self._lock:  # several associations run at once, each in its own thread
+            self.counters[name] += 1
+
     # -- pynetdicom event handlers (run in the association's threads) ---------------------------
     def _on_established(self, event) -> None:
-        self.counters["associations"] += 1
+        self._inc("associations")
 
     def _on_close(self, event) -> None:
         with self._lock:
@@ -167,7 +171,7 @@ class DicosScpSource(HealthMixin):
             total = self._rx_bytes.get(key, 0) + n
             self._rx_bytes[key] = total
         if total > self.max_dataset + (1 << 20):  # cap + room for the command set
-            self.counters["aborted"] += 1
+            self._inc("aborted")
             self._error(f"dataset from {_peer(event)} over {self.max_dataset} bytes while arriving: aborted")
             log.warning("C-STORE from %s exceeds %d bytes: association aborted", _peer(event), self.max_dataset)
             event.assoc.abort(block=False)
@@ -179,13 +183,13 @@ class DicosScpSource(HealthMixin):
             self._rx_bytes[id(event.assoc)] = 0  # the next dataset starts counting afresh
         size = len(event.request.DataSet.getvalue()) if event.request.DataSet is not None else 0
         if size > self.max_dataset:
-            self.counters["too_big"] += 1
+            self._inc("too_big")
             self._error(f"dataset of {size} bytes from {_peer(event)} over the {self.max_dataset}-byte cap")
             return _status(STATUS_OUT_OF_RESOURCES, f"dataset over {self.max_dataset} bytes")
         with self._lock:
             busy = len(self._frames) >= self.queue_size
         if busy:
-            self.counters["busy"] += 1
+            self._inc("busy")
             self._count("drops")
             return _status(STATUS_OUT_OF_RESOURCES, "receiver busy: retry later")
         try:
@@ -196,14 +200,14 @@ class DicosScpSource(HealthMixin):
             return self._refuse(event, e.reason)
         except Exception as e:  # a dataset pydicom cannot even parse
             return self._refuse(event, f"unreadable dataset: {type(e).__name__}: {e}")
-        self.counters["stored"] += 1
+        self._inc("stored")
         with self._lock:
             pairs = self.pairer.add(img.pair_key, img.energy, img, time.monotonic(), rank=img.kvp)
             self._release(pairs)
         return STATUS_SUCCESS
 
     def _refuse(self, event, reason: str):
-        self.counters["refused"] += 1
+        self._inc("refused")
         self._error(f"refused C-STORE from {_peer(event)}: {reason}")
         log.warning("C-STORE from %s refused: %s", _peer(event), reason)
         return _status(STATUS_CANNOT_UNDERSTAND, reason)
@@ -232,7 +236,7 @@ class DicosScpSource(HealthMixin):
                     self._ready.wait(0.2)
                 frame = self._frames.popleft() if self._frames else None
             if frame is not None:
-                self.counters["frames"] += 1
+                self._inc("frames")
                 self._got_data()
                 yield frame
 
