@@ -23,17 +23,20 @@ end-to-end test checks the agent's radio alerts against; `truth_file` writes it 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from common.configfile import Strict
 from hw_sim.clock import SimClock
 from hw_sim.rf.band import Band, Emitter, Flaws
 from hw_sim.rf.emitters import CLASSES, make_waveform
-from hw_sim.rf.rtltcp_server import RtlTcpServer
+from hw_sim.rf.rtltcp_server import FAULT_KINDS, RtlTcpServer
+
+log = logging.getLogger("zastava.sim.receiver")
 
 
 class FlawsSection(Strict):
@@ -90,6 +93,12 @@ class ReceiverSection(Strict):
     emitters: list[EmitterSection] = []
     truth_file: Path | None = None
 
+    @field_validator("truth_file")
+    @classmethod
+    def _relative_to_scenario(cls, v: Path | None, info: ValidationInfo):
+        base = (info.context or {}).get("base_dir")
+        return Path(base) / v if v is not None and base is not None and not v.is_absolute() else v
+
     @field_validator("emitters")
     @classmethod
     def _params_valid(cls, v: list[EmitterSection]):
@@ -112,6 +121,11 @@ class ReceiverDevice:
         return {"iq": f"rtltcp://{self.section.host}:{self.server.port}"}
 
     def inject(self, kind: str, duration_s: float = 0.0, params: dict | None = None) -> None:
+        """Play a fault (FAULT_KINDS); an unknown kind in a scenario is logged, not fatal to the run."""
+        if kind not in FAULT_KINDS:
+            log.error("receiver %s: unknown fault %r ignored (known: %s)", self.section.id, kind,
+                      ", ".join(FAULT_KINDS))
+            return
         self.server.inject(kind, duration_s, params or {})
 
     def stats(self) -> dict:

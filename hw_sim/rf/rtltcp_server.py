@@ -46,6 +46,7 @@ from hw_sim.rf.band import Band, to_cu8
 
 log = logging.getLogger("zastava.sim.rtltcp")
 
+FAULT_KINDS = ("drop_client", "stall", "short_writes", "garbage")
 REF_GAIN_TENTHS = 297  # the gain at which a Band's noise_dbfs_hz holds; AGC behaves as this
 
 
