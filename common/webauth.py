@@ -262,6 +262,9 @@ class AuthGate:
         if path in self.public:
             return await self.app(scope, receive, send)
         user = session_user(session, self.auth)
+        if user is None and scope["type"] == "websocket":
+            self.auth.counters.unauthenticated += 1
+            return await send({"type": "websocket.close", "code": 1008})
         if user is None:
             self.auth.counters.unauthenticated += 1
             session.pop("user", None)
