@@ -323,6 +323,7 @@ class ConsoleHandle:
             self.server.force_exit = True
             self.thread.join(0.5)
         self.console.scores.close()
+        self.console.stores.close_all()
 
 
 def start_console(cfg, state: AgentState, store_path: Path, files_root: Path, stop: threading.Event | None = None,
