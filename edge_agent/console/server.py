@@ -75,6 +75,8 @@ class Stores:
         return pair
 
     def close_all(self) -> None:
+        """Close what can be closed from this thread; sqlite3 refuses to close another thread's
+        connection, and those go when their worker thread and its objects are collected."""
         with self._lock:
             for s in self._all:
                 try:
@@ -323,7 +325,6 @@ class ConsoleHandle:
             self.server.force_exit = True
             self.thread.join(0.5)
         self.console.scores.close()
-        self.console.stores.close_all()
 
 
 def start_console(cfg, state: AgentState, store_path: Path, files_root: Path, stop: threading.Event | None = None,
