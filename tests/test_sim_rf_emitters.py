@@ -276,3 +276,27 @@ def test_flaws_dc_spike_iq_image_and_ppm_offset():
     image = spec[np.abs(f + peak) < 2e3].max()
     assert 1e-4 < image / spec.max() < 0.1  # an IQ-imbalance image on the mirror frequency
     assert spec[np.abs(f) < 20].max() > 100 * np.median(spec)  # the DC spike
+
+
+def test_drift_moves_the_carrier_and_duty_keys_the_emitter():
+    rate, fc = 1.024e6, 446.1e6
+    band = Band([Emitter("am", fc + 100e3, 30.0, {"tone_hz": 500.0}, drift_hz_per_s=20e3, id="drift"),
+                 Emitter("nfm", fc - 200e3, 30.0, period_s=0.1, duty=0.3, id="keyed")],
+                center_hz=fc, rate_hz=rate, rng=np.random.default_rng(0), flaws=Flaws(dc_dbfs=None))
+    x = band.read(int(rate * 1.0))
+
+    def carrier(seg):
+        spec = np.abs(np.fft.fft(seg)) ** 2
+        f = np.fft.fftfreq(len(seg), 1 / rate)
+        spec[f < 0] = 0
+        return f[np.argmax(spec)]
+
+    n = int(rate * 0.1)
+    assert abs((carrier(x[-n:]) - carrier(x[:n])) - 20e3 * 0.9) < 500  # 20 kHz/s over 0.9 s
+    # keyed emitter: power in its channel is on for 30% of each 100 ms period, starting at 0
+    bb = channelise(x, rate, -200e3, rate / 8, 6e3)
+    p = np.abs(bb) ** 2
+    win = int(rate / 8 * 0.005)
+    on = p[: len(p) // win * win].reshape(-1, win).mean(axis=1) > 10 * np.median(p)
+    assert abs(on.mean() - 0.3) < 0.05
+    assert on[1:5].all() and not on[8:18].any()  # on 5..30 ms, off 40..90 ms

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drivers.rtltcp_protocol import cu8_to_complex64 as cu8_to_complex  # noqa: F401  (re-exported)
-from hw_sim.rf.emitters import CLASSES, Waveform, make_waveform
+from hw_sim.rf.emitters import CLASSES, Waveform, _cis, make_waveform
 
 
 @dataclass
@@ -171,6 +171,7 @@ class Band:
             x *= np.float32(math.sqrt(self.noise_power / 2))
         else:
             x = np.zeros(n, np.complex64)
+        T = n / rate
         for lv in self._live:
             em = lv.em
             f_start = self.offset_hz(em, t0)
@@ -186,14 +187,18 @@ class Band:
                     lv.wf.restart()
                     lv.burst = burst
                 seg = lv.wf.read(ib - ia)
-                # frequency held for the chunk (drift is slow): a cheap oscillator, continuous phase
+                # the chunk's mid frequency from a cheap oscillator (continuous phase) ...
                 osc = oscillator(lv.phase + 2 * np.pi * f_mid * ia / rate, f_mid, rate, ib - ia)
+                if em.drift_hz_per_s:
+                    # ... times the chirp of the drift about the chunk's middle, which adds no
+                    # phase over the whole chunk, so the carried phase stays right
+                    tt = np.arange(ia, ib, dtype=np.float64) / rate - T / 2
+                    osc *= _cis(np.pi * em.drift_hz_per_s * (tt * tt - T * T / 4))
                 osc *= np.float32(self.amplitude(em, lv.wf))
                 osc *= seg
                 x[ia:ib] += osc
             if not segs:
                 lv.burst = None
-            T = n / rate
             lv.phase = (lv.phase + 2 * np.pi * f_mid * T) % (2 * np.pi)
         if self.gain_db:
             x *= np.float32(10 ** (self.gain_db / 20))
