@@ -28,6 +28,7 @@ Unix seconds as double precision (PostgreSQL's REAL is 4 bytes and would round t
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -204,8 +205,10 @@ class PostgresStore:
     def write_batch(self, items: list[Inbound]) -> list[bool]:
         """Insert-or-ignore every item in one durable transaction; True where the row was new.
 
-        One multi-row INSERT per table (arrays unnested server-side) instead of a round trip per
-        row: a hub batch of 500 alerts is three statements.
+        Each table gets one INSERT whose rows arrive as a single JSON parameter, unpacked by the
+        server (json_to_recordset): a hub batch of 500 alerts is three statements, and the encoding is
+        the C json module's instead of psycopg adapting 5,000 Python values one by one (measured:
+        about 3x faster than passing arrays; bench/bench_central_store.py compares with executemany).
         """
         now = time.time()
         alerts = sorted((it for it in items if it.msg_type == "alert"), key=lambda it: it.msg_id)
@@ -214,35 +217,36 @@ class PostgresStore:
         def tx(c: psycopg.Connection) -> set[str]:
             new: set[str] = set()
             if alerts:
-                cols = list(zip(*[
-                    (it.msg_id, it.checkpoint, _num(it.data.get("t")), _s(it.data.get("kind")),
-                     _s(it.data.get("severity")), _num(it.data.get("score")), _s(it.data.get("source")),
-                     float(it.created), now, json.dumps(it.data, default=_bin)) for it in alerts], strict=True))
+                rows = [{"uuid": it.msg_id, "checkpoint": _text(it.checkpoint), "t": _fnum(it.data.get("t")),
+                         "kind": _text(_s(it.data.get("kind"))), "severity": _text(_s(it.data.get("severity"))),
+                         "score": _fnum(it.data.get("score")), "source": _text(_s(it.data.get("source"))),
+                         "created": _fnum(it.created), "received": now,
+                         "data": json.dumps(it.data, default=_bin)} for it in alerts]
                 cur = c.execute(
                     "INSERT INTO alerts (uuid, checkpoint, t, kind, severity, score, source, created, received, data)"
-                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[], %s::text[],"
-                    " %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::text[])"
-                    " AS u(uuid, checkpoint, t, kind, severity, score, source, created, received, data)"
-                    " ORDER BY uuid ON CONFLICT DO NOTHING RETURNING uuid", [list(col) for col in cols])
+                    " SELECT * FROM json_to_recordset(%s::json) AS u(uuid text, checkpoint text, t float8, kind text,"
+                    " severity text, score float8, source text, created float8, received float8, data text)"
+                    " ORDER BY uuid ON CONFLICT DO NOTHING RETURNING uuid", (_dumps(rows),))
                 fresh = {r[0] for r in cur.fetchall()}
                 new |= fresh
-                ev = [(it.msg_id, e.name, e.mime, e.size, e.sha256, e.path, int(e.missing))
+                ev = [{"alert_uuid": it.msg_id, "name": _text(e.name), "mime": _text(e.mime), "size": e.size,
+                       "sha256": _text(e.sha256), "path": _text(e.path), "missing": int(e.missing)}
                       for it in alerts if it.msg_id in fresh for e in it.evidence]
                 if ev:
                     c.execute(
                         "INSERT INTO evidence (alert_uuid, name, mime, size, sha256, path, missing)"
-                        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[], %s::text[],"
-                        " %s::text[], %s::int4[]) ORDER BY 1, 2 ON CONFLICT DO NOTHING",
-                        [list(col) for col in zip(*ev, strict=True)])
+                        " SELECT * FROM json_to_recordset(%s::json) AS u(alert_uuid text, name text, mime text,"
+                        " size int8, sha256 text, path text, missing int4) ORDER BY 1, 2 ON CONFLICT DO NOTHING",
+                        (_dumps(ev),))
             if decisions:
-                cols = list(zip(*[
-                    (it.msg_id, _s(it.data.get("alert_uuid")), it.checkpoint, float(it.created), now,
-                     json.dumps(it.data, default=_bin)) for it in decisions], strict=True))
+                rows = [{"uuid": it.msg_id, "alert_uuid": _text(_s(it.data.get("alert_uuid"))),
+                         "checkpoint": _text(it.checkpoint), "created": _fnum(it.created), "received": now,
+                         "data": json.dumps(it.data, default=_bin)} for it in decisions]
                 cur = c.execute(
                     "INSERT INTO decisions (uuid, alert_uuid, checkpoint, created, received, data)"
-                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[],"
-                    " %s::text[]) AS u(uuid, alert_uuid, checkpoint, created, received, data)"
-                    " ORDER BY uuid ON CONFLICT DO NOTHING RETURNING uuid", [list(col) for col in cols])
+                    " SELECT * FROM json_to_recordset(%s::json) AS u(uuid text, alert_uuid text, checkpoint text,"
+                    " created float8, received float8, data text)"
+                    " ORDER BY uuid ON CONFLICT DO NOTHING RETURNING uuid", (_dumps(rows),))
                 new |= {r[0] for r in cur.fetchall()}
             return new
 
@@ -408,6 +412,27 @@ class PostgresStore:
 
     def count_alerts(self) -> int:
         return int(self._query("SELECT count(*) AS n FROM alerts")[0]["n"])
+
+
+def _text(v: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL, which a wire string may carry (msgpack allows it): store it as
+    U+FFFD in the short columns (the full body in `data` keeps it, JSON-escaped), so one odd alert can
+    never fail its whole batch again and again. Invalid UTF-8 never gets this far: sync.wire refuses it."""
+    if v is None or "\x00" not in v:
+        return v
+    return v.replace("\x00", "\ufffd")
+
+
+def _fnum(v: object) -> float | None:
+    """A number column: NaN and infinities become NULL (JSON cannot carry them; SQLite stores NaN as NULL)."""
+    f = _num(v)
+    return f if f is not None and math.isfinite(f) else None
+
+
+def _dumps(rows: list[dict]) -> str:
+    """The batch as one JSON text; ensure_ascii keeps every character escaped, so the server's JSON
+    parser sees only ASCII (and the `data` column, itself JSON text, nests as a plain string)."""
+    return json.dumps(rows, allow_nan=False)
 
 
 def open_postgres(url: str) -> PostgresStore:

@@ -92,6 +92,18 @@ def test_a_timestamp_keeps_full_precision(store):
     assert store.alert("p1")["t"] == t  # PostgreSQL REAL would round this to ~100 s
 
 
+def test_odd_strings_and_numbers_never_fail_a_batch(store):
+    """NUL, NaN and infinity can arrive in an alert body (msgpack carries them; it refuses invalid UTF-8,
+    so lone surrogates cannot): the batch is stored anyway."""
+    odd = Inbound("o1", "alert", "CP-01", 5.0, {"uuid": "o1", "t": float("nan"), "score": float("inf"),
+                                                 "kind": "rf.\x00x", "severity": "hi\x00gh", "source": "é漢"},
+                  [EvidenceRow("f.png", "image/png\x00", 1, "ab" * 32, "evidence/x")])
+    assert store.write_batch([odd, _alert("o2")]) == [True, True]
+    a = store.alert("o1")
+    assert a["t"] is None and a["source"] == "é漢" and a["kind"].startswith("rf.") and a["created"] == 5.0
+    assert a["data"]["source"] == "é漢" and a["evidence"][0]["mime"].startswith("image/png")
+
+
 def test_alert_filters(store):
     store.write_batch([_alert("a1", t=10), _alert("a2", "CP-02", t=20, kind="rf.drone", sev="critical"),
                        _alert("a3", t=30, kind="rf.unlicensed", sev="medium"), _alert("a4", t=40),

@@ -139,3 +139,28 @@ def test_kill9_random_hub_or_sender_rounds_zero_lost_zero_duplicated(hubs):
     assert rounds >= 20, f"only {rounds} rounds in the time box"
     wait_for(lambda: hubs.rig.backlog() == 0, 40, what="final flush")
     _assert_exactly_once(hubs, ids)
+
+
+def test_downlink_through_two_hubs_applied_once_acked_once(hubs, tmp_path):
+    import json
+
+    from tests.conftest import run_zastava
+
+    hubs.start_hub(0)
+    hubs.start_hub(1)
+    doc = {"name": "v1", "entries": [{"plate": "AB123"}]}
+    f = tmp_path / "wl.json"
+    f.write_text(json.dumps(doc))
+    r = run_zastava("central", "send", "--config", str(hubs.configs[1]), "--kind", "watchlist", "--file", str(f),
+                    "--to", "CP-01")
+    assert r.returncode == 0, r.stderr
+    dl = tmp_path / "applied"
+    hubs.rig.start_sender(endpoints=hubs.endpoints, downlink_dir=dl)  # both hubs push it to this checkpoint
+    wait_for(lambda: (dl / "watchlist.json").exists(), 20, what="downlink applied")
+    wait_for(lambda: hubs.query("SELECT 1 FROM downlink_targets WHERE acked IS NOT NULL"), 10, what="ack stored")
+    time.sleep(2.0)  # let the second hub's push and the edge's second ack happen too
+    rows = hubs.query("SELECT version, ok FROM downlink_targets WHERE checkpoint = 'CP-01'")
+    assert rows == [(1, 1)]
+    assert json.loads((dl / "watchlist.json").read_text()) == doc
+    applied = hubs.rig.edge_db().execute("SELECT count(*) FROM downlink_applied").fetchone()[0]
+    assert applied == 1
