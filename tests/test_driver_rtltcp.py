@@ -110,6 +110,12 @@ def test_scan_plan_retunes_and_stamps_each_hop():
         f = np.fft.fftshift(np.fft.fftfreq(len(x), 1 / bs[0].rate_hz))
         inside = spec[np.abs(f - want) < bw / 2].sum() / len(f[np.abs(f - want) < bw / 2])
         assert inside > 30 * np.median(spec), f"hop {hop}: emitter not where the hop's tuning puts it"
+    # settle: no block of hop 1 carries hop 0's broadcast station (at +0.5 MHz of hop 0's tuning)
+    for b in blocks:
+        if b.hop == 1:
+            spec = np.abs(np.fft.fftshift(np.fft.fft(b.samples))) ** 2
+            f = np.fft.fftshift(np.fft.fftfreq(len(b.samples), 1 / b.rate_hz))
+            assert spec[np.abs(f - 0.5e6) < 80e3].mean() < 5 * np.median(spec), f"block {b.seq} holds hop 0 data"
     # dwell is counted in samples: every visit of a hop delivers ~dwell * rate of them
     first_visit = []
     for b in blocks:
