@@ -106,3 +106,18 @@ def test_downlink_api_never_5xx(dash_client, kind, text, targets):
     assert r.status_code < 500, r.text
     if r.status_code != 200:
         assert r.status_code in (400, 422) and len(store.downlinks()) == before
+
+
+@FUZZ
+@given(path=st.lists(st.sampled_from(["..", ".", "raw", "L1", "bag-1.jpg", "%2e%2e", "%2f", "store.sqlite",
+                                      "users.toml", "", "~", "\\..\\"])
+                     | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF, blacklist_characters="\x7f"), max_size=8), max_size=6)
+       .map(lambda parts: "/".join(p if isinstance(p, str) else "".join(p) for p in parts)))
+def test_files_route_never_escapes(console_client, path):
+    c, store, _ = console_client
+    r = c.get("/files/" + path)
+    if not r.request.url.path.startswith("/files/"):
+        return  # the client itself resolved the dots away from /files/ (e.g. "/files/.." is "/")
+    assert r.status_code in (200, 404), (path, r.status_code)
+    if r.status_code == 200:
+        assert r.content[:2] == b"\xff\xd8"  # only the JPEGs under files/ are ever served
