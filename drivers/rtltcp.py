@@ -149,14 +149,20 @@ class RtlTcpSource(HealthMixin):
         self.url = url
         self.host, self.port, q = _query(url)
         self.plan: ScanPlan = from_options(center_hz, rate_hz, scan)
-        if gain_db is None and q.get("gain", "auto") != "auto":
-            gain_db = float(q["gain"])
+        try:
+            if gain_db is None and q.get("gain", "auto") != "auto":
+                gain_db = float(q["gain"])
+            self.ppm = int(q.get("ppm", 0))
+            self.agc = int(q.get("agc", 0))
+            self.bias_tee = int(q.get("bias_tee", 0))
+            self.direct = int(q.get("direct", 0))
+            self.settle_s = float(q.get("settle_ms", 50)) / 1000.0
+        except ValueError as e:
+            raise ValueError(f"bad option value in {url}: {e} (gain is dB or 'auto'; ppm, agc, bias_tee, "
+                             "direct are integers; settle_ms a number)") from None
+        if self.direct not in (0, 1, 2) or self.settle_s < 0:
+            raise ValueError(f"bad option value in {url}: direct must be 0, 1 or 2 and settle_ms >= 0")
         self.gain_db = gain_db
-        self.ppm = int(q.get("ppm", 0))
-        self.agc = int(q.get("agc", 0))
-        self.bias_tee = int(q.get("bias_tee", 0))
-        self.direct = int(q.get("direct", 0))
-        self.settle_s = float(q.get("settle_ms", 50)) / 1000.0
         if block_samples < 1:
             raise ValueError("block_samples must be >= 1")
         self.block_samples = int(block_samples)
@@ -277,6 +283,8 @@ class RtlTcpSource(HealthMixin):
                         return
                     continue
                 if n == 0:
+                    if self._closed.is_set():
+                        return  # our own close() shut the socket down: not a server fault
                     lost = parser.partial_bytes
                     if lost:
                         self._count("drops")

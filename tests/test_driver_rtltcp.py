@@ -46,6 +46,8 @@ def test_registry_opens_rtltcp_and_checks_options():
         open_iq_source("rtltcp://127.0.0.1:1?gian=20", center_hz=446e6)
     with pytest.raises(ValueError, match="center_hz"):
         open_iq_source("rtltcp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="bad option value.*ppm"):
+        open_iq_source("rtltcp://127.0.0.1:1?ppm=lots", center_hz=446e6)
 
 
 def test_spectrum_shows_each_scheduled_emitter_at_its_frequency_and_snr():
