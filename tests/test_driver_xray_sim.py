@@ -75,7 +75,7 @@ def sim(tmp_path):
     scen = tmp_path / "scenario.toml"
     scen.write_text(SCENARIO.format(cstore_port=scp.port))
     proc = subprocess.Popen(zastava_cmd("sim", "run", "--scenario", str(scen), "--state-dir", str(tmp_path / "state")),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=open(tmp_path / "sim.log", "w"), text=True)
     try:
         line = proc.stdout.readline()
         if not line:
@@ -84,11 +84,14 @@ def sim(tmp_path):
         assert ready["ready"]
         yield ready["devices"], scp, tmp_path / "state"
     finally:
+        # hw_sim/runner.py waits on stop.wait() without a timeout in the main thread, so a SIGTERM
+        # that the kernel delivers to another thread is only seen late or never: wait, then kill
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(20)
+            proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(5)
         scp.close()
 
 
