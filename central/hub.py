@@ -156,6 +156,7 @@ class Hub:
         if sec is None:
             raise ValueError(f"{self.secret_key}: holds no secret key")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_partial_files()
         self.store = open_store(self.store_url)
         self._ctx = zmq.Context()
         self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("zastava.central.zap"))
@@ -181,6 +182,23 @@ class Hub:
         log.info("hub listening on %s (store %s, %d known checkpoints)", self.endpoint,
                  self.store_url.split("://")[0], len(self.keys.by_key))
         return self.endpoint
+
+    def _remove_partial_files(self) -> None:
+        """Temp files a killed hub left behind; only the two newest day folders per checkpoint can
+        hold them (they are written under the current day), so start-up never walks all evidence."""
+        root = self.data_dir / "evidence"
+        if not root.is_dir():
+            return
+        n = 0
+        for cp_dir in root.iterdir():
+            if not cp_dir.is_dir():
+                continue
+            for day in sorted(d for d in cp_dir.iterdir() if d.is_dir())[-2:]:
+                for tmp in day.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    n += 1
+        if n:
+            log.info("removed %d partial evidence files left by an earlier crash", n)
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the hub thread re-reads the key folder on its next turn."""
