@@ -27,9 +27,6 @@ PLAN = FrequencyPlan.model_validate({"allocations": [
 WATCH = Watchlist.model_validate({"timezone": "UTC", "entries": [
     {"name": "LoRa drone telemetry", "classes": ["lora"], "severity": "high"}]})
 
-needs_model = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="models/rf/zastava-rf.onnx not trained yet")
-
-
 def run_band(monitor, emitters, seconds, seed=3):
     band = Band(emitters, center_hz=CENTER, rate_hz=RATE, rng=np.random.default_rng(seed))
     findings = []
@@ -58,7 +55,6 @@ def near(f, hz, tol=40e3):
     return abs(f.emitter.center_hz - hz) < tol
 
 
-@needs_model
 def test_lora_burst_is_found_classified_and_watchlisted(scene):
     _, findings = scene
     lora = [f for f in findings if near(f, 433.5e6, 70e3)]
@@ -66,10 +62,9 @@ def test_lora_burst_is_found_classified_and_watchlisted(scene):
     f = lora[0]
     assert f.emitter.cls == "lora" and f.severity == "high"
     assert T0 + 1.0 <= f.t <= T0 + 1.6
-    assert "LoRa drone telemetry" in f.reason
+    assert "LoRa drone telemetry" in f.reason and "lora is not licensed in SRD433" in f.reason
 
 
-@needs_model
 def test_key_fob_is_found_classified_and_unlicensed(scene):
     _, findings = scene
     fob = [f for f in findings if near(f, 433.92e6, 20e3) and f.emitter.bandwidth_hz < 200e3]
@@ -78,7 +73,6 @@ def test_key_fob_is_found_classified_and_unlicensed(scene):
     assert "ook is not licensed in SRD433" in fob[0].reason
 
 
-@needs_model
 def test_jammer_raises_one_critical_jamming_finding(scene):
     _, findings = scene
     jam = [f for f in findings if f.kind == "rf.jamming"]
@@ -87,17 +81,15 @@ def test_jammer_raises_one_critical_jamming_finding(scene):
     assert jam[0].emitter.bandwidth_hz > 0.8e6
 
 
-@needs_model
 def test_licensed_link_raises_nothing_and_is_shown_licensed(scene):
     m, findings = scene
     assert not [f for f in findings if near(f, 434.5e6, 30e3) and f.emitter.bandwidth_hz < 200e3]
     link = [e for e in m.emitters() if abs(e.center_hz - 434.5e6) < 20e3]
     assert len(link) == 1
     assert link[0].cls == "fsk2" and link[0].licensed is True and link[0].allocation == "telemetry link 434.5"
-    assert link[0].duty_cycle > 0.8
+    assert link[0].duty_cycle > 0.65  # on air throughout, but hidden inside the jammer for 1 s of 4.6
 
 
-@needs_model
 def test_findings_are_once_per_episode_and_carry_evidence(scene, tmp_path):
     m, findings = scene
     keys = [(f.emitter.id, f.kind) for f in findings]

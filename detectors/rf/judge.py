@@ -191,30 +191,38 @@ class Judge:
         e.licensed, e.allocation = ok, (a.name if a else None)
 
     def emitter(self, e: Emitter, t: float, monitor_start: float) -> list[Verdict]:
+        """At most one verdict per emitter, the most specific: jamming (a jammer-class emitter),
+        then a watchlist entry, then unlicensed, then new persistent emitter. One transmitter is
+        one alert for the officer; the reason says when it is also unlicensed.
+        """
         if e.cls == "noise":
             return []  # the classifier says this detection is noise: nothing on air
-        out = []
         score = float(e.cls_score) if e.cls is not None else 0.5
         ok, _a, why = self.plan.is_licensed(e)
         pol = self.plan.unlicensed
-        if not ok and e.snr_db >= pol.min_snr_db and e.on_time_s >= pol.min_duration_s:
-            out.append(Verdict("rf.unlicensed", pol.severity, f"{self._what(e)}: {why}", score))
+        unlicensed = not ok and e.snr_db >= pol.min_snr_db and e.on_time_s >= pol.min_duration_s
+        also = f"; unlicensed: {why}" if unlicensed else ""
+        if e.cls == "jammer":
+            return [Verdict("rf.jamming", self.watchlist.jamming.severity,
+                            f"{self._what(e)}: classified as a jammer{also}", score)]
         hour = self.watchlist.local_hour(t)
         hits = [w for w in self.watchlist.entries if w.matches(e) and w.active(hour)]
         if hits:
             w = max(hits, key=lambda w: severity_rank(w.severity))
+            sev = w.severity
+            if unlicensed and severity_rank(pol.severity) > severity_rank(sev):
+                sev = pol.severity
             when = f" ({self.watchlist.timezone} {int(hour):02d}:{int(hour % 1 * 60):02d})" if w.hours else ""
-            out.append(Verdict("rf.watchlist", w.severity, f"{self._what(e)}: watchlist '{w.name}'{when}", score))
-        if e.cls == "jammer":
-            out.append(Verdict("rf.jamming", self.watchlist.jamming.severity,
-                               f"{self._what(e)}: classified as a jammer", score))
+            return [Verdict("rf.watchlist", sev, f"{self._what(e)}: watchlist '{w.name}'{when}{also}", score)]
+        if unlicensed:
+            return [Verdict("rf.unlicensed", pol.severity, f"{self._what(e)}: {why}", score)]
         ne = self.watchlist.new_emitter
         if (ne.enabled and e.first_seen >= monitor_start + ne.learn_s and e.age_s >= ne.min_age_s
                 and e.duty_cycle >= ne.min_duty):
-            out.append(Verdict("rf.new_emitter", ne.severity,
-                               f"{self._what(e)}: new since monitoring began, on air {e.duty_cycle:.0%} "
-                               f"over {e.age_s:.0f} s", min(1.0, e.duty_cycle + 0.5)))
-        return out
+            return [Verdict("rf.new_emitter", ne.severity,
+                            f"{self._what(e)}: new since monitoring began, on air {e.duty_cycle:.0%} "
+                            f"over {e.age_s:.0f} s", min(1.0, e.duty_cycle + 0.5))]
+        return []
 
     def jamming(self, fraction: float, rise_db: float, lo_hz: float, hi_hz: float) -> Verdict | None:
         j = self.watchlist.jamming

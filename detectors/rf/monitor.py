@@ -229,15 +229,21 @@ class RadioMonitor:
         return self._jam_last is not None and t - self._jam_last <= self.watchlist.jamming.clear_s
 
     def _jamming(self, res: BlockResult, t: float) -> list[RFFinding]:
+        """The floor-rise test, and the episode bookkeeping for both ways of seeing a jammer.
+
+        An episode opens with its first finding (from here, or from a jammer-class emitter's own
+        verdict) and stays open while either sign of jamming keeps showing, plus `clear_s`.
+        """
         jammers = [e for e in self.tracker.current() if e.cls == "jammer" and e.last_seen >= res.t]
         v = self.judge.jamming(res.jam_fraction, res.jam_rise_db, res.center_hz - res.rate_hz / 2,
                                res.center_hz + res.rate_hz / 2)
-        was_open = self._jam_open(t)
         if v is None and not jammers:
             return []
-        self._jam_last = t
-        if was_open or v is None:
-            return []  # one finding per episode (a jammer-class emitter's own finding opened it)
+        if self._jam_open(t):
+            self._jam_last = t  # the same episode goes on
+            return []
+        if v is None:
+            return []  # a jammer-class emitter alone: its own verdict opens the episode
         self._jam_seq += 1
         if jammers:
             e = max(jammers, key=lambda e: e.bandwidth_hz)
@@ -245,7 +251,11 @@ class RadioMonitor:
             lo, hi = res.jam_band or (res.center_hz - res.rate_hz / 2, res.center_hz + res.rate_hz / 2)
             e = Emitter(id=-self._jam_seq, center_hz=(lo + hi) / 2, bandwidth_hz=hi - lo, power_db=res.jam_rise_db,
                         snr_db=res.jam_rise_db, first_seen=res.t, last_seen=t, cls="jammer", cls_score=v.score)
-        return [f for f in [self._fire(-10**9 - self._jam_seq, v, e, res, None, t)] if f is not None]
+        f = self._fire(-10**9 - self._jam_seq, v, e, res, None, t)
+        if f is None:
+            return []
+        self._jam_last = t
+        return [f]
 
     def _forget(self, eid: int) -> None:
         self._votes.pop(eid, None)
