@@ -105,23 +105,37 @@ def _opt(check: Check) -> Check:
     return c
 
 
-def _plain(v: Any, path: str, depth: int = 0) -> None:
-    """Free-form data: maps with string keys, lists, scalars; bounded nesting."""
-    if depth > MAX_DEPTH:
-        _fail(path, "nested too deep")
-    if isinstance(v, dict):
-        for k, x in v.items():
-            if not isinstance(k, str):
-                _fail(path, "map keys must be strings")
-            _plain(x, f"{path}.{k}", depth + 1)
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            _plain(x, f"{path}[{i}]", depth + 1)
-    elif isinstance(v, float):
-        if not math.isfinite(v):
-            _fail(path, "not finite")
-    elif v is not None and not isinstance(v, str | int | bool | bytes):
-        _fail(path, f"unsupported type {type(v).__name__}")
+_SCALARS = (str, int, bool, bytes, type(None))
+
+
+def _plain(v: Any, path: str) -> None:
+    """Free-form data: maps with string keys, lists, scalars; bounded nesting.
+
+    An explicit stack instead of recursion: this runs on every alert's data at the hub, and
+    Python calls per value were a measurable share of the hub's CPU.
+    """
+    stack = [(v, path, 0)]
+    while stack:
+        x, p, depth = stack.pop()
+        if isinstance(x, dict):
+            if depth >= MAX_DEPTH:
+                _fail(p, "nested too deep")
+            for k, y in x.items():
+                if not isinstance(k, str):
+                    _fail(p, "map keys must be strings")
+                if not isinstance(y, _SCALARS):
+                    stack.append((y, f"{p}.{k}", depth + 1))
+        elif isinstance(x, list):
+            if depth >= MAX_DEPTH:
+                _fail(p, "nested too deep")
+            for i, y in enumerate(x):
+                if not isinstance(y, _SCALARS):
+                    stack.append((y, f"{p}[{i}]", depth + 1))
+        elif isinstance(x, float):
+            if not math.isfinite(x):
+                _fail(p, "not finite")
+        elif not isinstance(x, _SCALARS):
+            _fail(p, f"unsupported type {type(x).__name__}")
 
 
 def _map(v: Any, path: str) -> None:
