@@ -16,7 +16,9 @@ Class names are shared with the RF classifier (detectors/rf) and must not change
 
 from __future__ import annotations
 
+import copy
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import numpy as np
@@ -159,7 +161,7 @@ class _Audio:
         return np.interp(pos, grid, a) if dec > 1 else a[:n]
 
 
-class Waveform:
+class Waveform(ABC):
     """Base: unit-power complex baseband, read in chunks; subclasses produce whole frames.
 
     `read(n)` returns exactly n samples. `restart()` drops the rest of the current frame so the
@@ -177,8 +179,9 @@ class Waveform:
         self._buf: list[np.ndarray] = []
         self._have = 0
 
+    @abstractmethod
     def _frame(self) -> np.ndarray:
-        raise TypeError(f"{type(self).__name__} is streamed, not framed")
+        """The next natural piece of the signal (a packet, a key-press frame, ~20 ms of audio)."""
 
     def read(self, n: int) -> np.ndarray:
         while self._have < n:
@@ -273,11 +276,9 @@ class AM(Waveform):
         self.audio = _Audio(rng, tone_hz, 4000.0, rate_hz)
         self.n_frame = max(1, int(frame_s * rate_hz))
         self.carrier_phase = rng.uniform(0, 2 * np.pi)
-        # mean power of (1 + d*a): 1 + d^2 <a^2>; measured once on a long stretch of this programme
-        probe = _Audio(np.random.default_rng(0), tone_hz, 4000.0, rate_hz)
-        probe.freqs, probe.amps, probe.phases, probe.syll = self.audio.freqs, self.audio.amps, \
-            self.audio.phases, self.audio.syll
-        a = probe.read(int(min(rate_hz, 2.4e6) * 1.0))
+        # mean power of (1 + d*a) is 1 + d^2 <a^2>: measured on one second of this very programme
+        # (a copy, so the real one still starts at sample 0)
+        a = copy.copy(self.audio).read(int(min(rate_hz, 2.4e6)))
         self.scale = 1.0 / math.sqrt(1.0 + depth**2 * float(np.mean(a * a)))
         self.bandwidth_hz = 10e3
 
@@ -583,8 +584,8 @@ class Silence(Waveform):
         super().__init__(rng, rate_hz)
         self.bandwidth_hz = float(bw_hz)
 
-    def read(self, n: int) -> np.ndarray:
-        return np.zeros(n, np.complex64)
+    def _frame(self) -> np.ndarray:
+        return np.zeros(4096, np.complex64)
 
 
 WAVEFORMS: dict[str, Callable[..., Waveform]] = {
