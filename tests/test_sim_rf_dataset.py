@@ -95,16 +95,19 @@ def test_detection_capture_bursts_are_where_annotated():
             assert on > 3 * off.mean(), a
 
 
-def write_foreign_sigmf(base: Path, rate: float, fc: float, tone_off: float, n: int) -> Path:
-    """A recording as another SigMF tool would write it: ci16_le, with a datetime and a hash."""
+def write_foreign_sigmf(base: Path, rate: float, fc: float, tone_off: float, n: int, datatype: str) -> Path:
+    """A recording as another SigMF tool would write it (ci16_le or cf32_le, with a datetime and a hash)."""
     k = np.arange(n)
     z = 0.3 * np.exp(2j * np.pi * tone_off * k / rate)
-    iq = np.empty(2 * n, "<i2")
-    iq[0::2] = np.round(z.real * 32767)
-    iq[1::2] = np.round(z.imag * 32767)
+    if datatype == "ci16_le":
+        iq = np.empty(2 * n, "<i2")
+        iq[0::2] = np.round(z.real * 32767)
+        iq[1::2] = np.round(z.imag * 32767)
+    else:
+        iq = z.astype("<c8")
     data = base.with_suffix(".sigmf-data")
     iq.tofile(data)
-    meta = SigMFFile(data_file=str(data), global_info={sigmf.DATATYPE_KEY: "ci16_le", sigmf.SAMPLE_RATE_KEY: rate})
+    meta = SigMFFile(data_file=str(data), global_info={sigmf.DATATYPE_KEY: datatype, sigmf.SAMPLE_RATE_KEY: rate})
     meta.add_capture(0, metadata={sigmf.FREQUENCY_KEY: fc, sigmf.DATETIME_KEY: "2026-01-01T00:00:00Z"})
     meta.tofile(str(base.with_suffix(".sigmf-meta")))
     return base.with_suffix(".sigmf-meta")
@@ -117,9 +120,10 @@ def peak_offset(blocks) -> float:
     return float(f[np.argmax(spec)])
 
 
-def test_replay_a_foreign_ci16_recording_over_rtl_tcp(tmp_path):
+@pytest.mark.parametrize("datatype", ["ci16_le", "cf32_le"])
+def test_replay_a_foreign_recording_over_rtl_tcp(tmp_path, datatype):
     rate, fc = 1.024e6, 868.0e6
-    meta = write_foreign_sigmf(tmp_path / "rec", rate, fc, 100e3, 200_000)
+    meta = write_foreign_sigmf(tmp_path / "rec", rate, fc, 100e3, 200_000, datatype)
     port = free_port()
     stop = threading.Event()
     t = threading.Thread(target=serve_sigmf, args=(meta, port, 1.0, stop), kwargs={"ready": False}, daemon=True)
