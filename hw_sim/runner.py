@@ -64,7 +64,9 @@ def run_scenario(path: Path, speed: float | None = None, seed: int | None = None
         log.info("simulator ready: %s at %gx", sc.name, speed)
 
         for f in sorted(sc.faults, key=lambda f: f.at_s):
-            if not clock.sleep_until(f.at_s, stop):
+            while clock.elapsed() < f.at_s and not stop.wait(min(0.5, max(0.01, (f.at_s - clock.elapsed()) / max(clock.speed, 1e-9)))):
+                pass
+            if stop.is_set():
                 break
             dev = devices.get(f.device)
             if dev is None:
@@ -73,10 +75,11 @@ def run_scenario(path: Path, speed: float | None = None, seed: int | None = None
             log.info("fault: %s on %s for %gs", f.kind, f.device, f.duration_s)
             dev.inject(f.kind, f.duration_s, f.params)
 
-        if sc.duration_s > 0:
-            clock.sleep_until(sc.duration_s, stop)
-        else:
-            stop.wait()
+        # wait in short slices: Python runs signal handlers in the main thread only between
+        # bytecodes, so an untimed wait here would leave SIGTERM unhandled
+        while not stop.wait(0.5):
+            if sc.duration_s > 0 and clock.elapsed() >= sc.duration_s:
+                break
     finally:
         stop.set()
         for name, d in reversed(list(devices.items())):
