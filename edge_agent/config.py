@@ -87,7 +87,7 @@ class StorageConfig(Strict):
 
 class ConsoleConfig(Strict):
     bind: BindAddr = "127.0.0.1:8080"
-    users_file: Path | None = None  # argon2 hashes; made on first start with a printed password
+    users_file: Path | None = None  # argon2 hashes; default <storage.dir>/users.toml (python -m common.webauth)
     secure_cookies: bool = True  # set false only for plain-http on loopback (the demo)
     tip_rate: float = Field(0.0, ge=0.0, le=0.5)  # share of clear bags given a projected threat
 
