@@ -265,7 +265,7 @@ def test_client_survives_random_and_truncated_streams(payload):
         timer.start()
         t0 = time.monotonic()
         blocks = list(src.blocks(stop))  # must neither raise nor hang
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 10.0  # stop was set at 0.3 s: no hang
         h = src.health()
         assert h.errors >= 1  # every connection ended badly, and each was counted
         assert all(len(b.samples) == 256 for b in blocks)

@@ -136,20 +136,23 @@ def test_real_time_pacing_follows_the_sample_rate():
             t0 = time.monotonic()
             recv_exact(s, 500_000)  # one second of 250 kS/s
             dt = time.monotonic() - t0
-        assert 0.7 < dt < 1.6, dt
+        assert 0.7 < dt < 3.0, dt  # not faster than the sample rate (upper bound: a loaded box)
     finally:
         srv.close()
 
 
-def test_speed_zero_streams_flat_out():
-    srv = make_server(speed=0.0)
+def test_speed_zero_is_not_paced_by_the_clock():
+    """Flat out, scenario time is the sample count (no clock to wait for); how fast that is,
+    bench/bench_sim_rf.py measures."""
+    srv = make_server(speed=0.0, emitters=[])
     try:
+        time.sleep(0.3)  # wall time that must not show up in the stream's time
         with connect(srv) as s:
             recv_exact(s, 12)
-            t0 = time.monotonic()
-            recv_exact(s, 2 * 2_400_000, timeout=20)
-            dt = time.monotonic() - t0
-        assert dt < 1.0, f"flat out should beat real time, took {dt:.2f}s for 1s of samples"
+            recv_exact(s, 2 * 600_000, timeout=30)
+        st_ = srv.stats()
+        assert st_["scenario_t"] == pytest.approx(st_["samples_sent"] / 2.4e6, abs=0.1)
+        assert st_["dropped_samples"] == 0
     finally:
         srv.close()
 
