@@ -131,7 +131,8 @@ def test_short_blocks_are_carried_until_a_row_is_full():
     (np.zeros((4, 4), np.complex64), "one-dimensional"),
     (np.zeros(100, np.float32), "complex"),
     ([1 + 1j, 2], "numpy array"),
-    (np.full(10000, np.nan, np.complex64), "NaN or infinite"),
+    (np.full(10000, np.nan, np.complex64), "NaN, infinite"),
+    (np.full(10000, 1e30, np.complex64), "absurdly large"),
 ])
 def test_bad_samples_are_refused_and_counted(samples, match):
     fe = FrontEnd()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sigmf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from detectors.rf.classifier import DEFAULT_MODEL
 from detectors.rf.judge import FrequencyPlan, Watchlist, write_sigmf
@@ -128,3 +130,33 @@ def test_bad_blocks_raise_value_error_and_are_counted():
     assert m.stats.refused == 3
     assert m.process(np.zeros(BLOCK, np.complex64), T0, CENTER, RATE) == []
     assert m.waterfall_row() is not None
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["noise", "tone", "nan", "inf", "empty", "short", "zeros", "huge"]),
+                          st.sampled_from([CENTER, CENTER + 1e6, float("nan"), -5.0, 1e13]),
+                          st.sampled_from([RATE, 1.024e6, 0.0, float("inf")]),
+                          st.floats(-1e3, 1e3)), min_size=1, max_size=6))
+def test_fuzz_monitor_never_crashes(blocks):
+    m = RadioMonitor(PLAN, WATCH, DEFAULT_MODEL)
+    rng = np.random.default_rng(0)
+    n = 1 << 15
+    for i, (kind, c, r, dt) in enumerate(blocks):
+        x = {"noise": lambda: (rng.standard_normal(n) * 0.01 * (1 + 1j)).astype(np.complex64),
+             "tone": lambda: (0.1 * np.exp(2j * np.pi * 0.1 * np.arange(n))).astype(np.complex64),
+             "nan": lambda: np.full(n, np.nan + 0j, np.complex64),
+             "inf": lambda: np.where(np.arange(n) % 7 == 0, np.inf, 0.01).astype(np.complex64),
+             "empty": lambda: np.zeros(0, np.complex64),
+             "short": lambda: np.ones(100, np.complex64),
+             "zeros": lambda: np.zeros(n, np.complex64),
+             "huge": lambda: np.full(n, 3e38 + 3e38j, np.complex64)}[kind]()
+        try:
+            out = m.process(x, T0 + i * 0.05 + dt, c, r)
+        except ValueError as e:
+            assert str(e)
+            continue
+        assert isinstance(out, list)
+    m.emitters()
+    row = m.waterfall_row()
+    assert row is None or row.shape[0] == 1024
+    assert m.stats.blocks + m.stats.refused == len(blocks)

@@ -34,6 +34,9 @@ MIN_CENTER_HZ = 1.0e3
 MAX_CENTER_HZ = 20.0e9
 MIN_RATE_HZ = 1.0e3
 MAX_RATE_HZ = 250.0e6
+# Full scale is 1.0; a sample component beyond this is a driver bug (and would overflow |X|^2
+# in float32), so it is treated like NaN/inf: zeroed and counted.
+MAX_SAMPLE_ABS = 1.0e6
 
 _CU8_LUT: np.ndarray | None = None
 
@@ -157,7 +160,7 @@ class FrontEndStats:
     blocks: int = 0
     samples: int = 0
     refused: int = 0
-    nonfinite_samples: int = 0
+    nonfinite_samples: int = 0  # NaN, inf or > MAX_SAMPLE_ABS: zeroed
     short_blocks: int = 0  # too short for one row: carried, nothing analysed yet
     last_error: str | None = None
 
@@ -190,7 +193,8 @@ def as_complex64(samples) -> tuple[np.ndarray, int]:
     if not np.issubdtype(samples.dtype, np.complexfloating):
         raise BadBlock(f"samples must be complex (or cu8 uint8), got dtype {samples.dtype}")
     x = samples.astype(np.complex64, copy=False)
-    finite = np.isfinite(x.view(np.float32)).reshape(-1, 2).all(axis=1)
+    # one comparison catches NaN (compares False), inf and absurd magnitudes alike
+    finite = (np.abs(x.view(np.float32)) < MAX_SAMPLE_ABS).reshape(-1, 2).all(axis=1)
     bad = int(x.size - np.count_nonzero(finite))
     if bad:
         x = np.where(finite, x, np.complex64(0))
@@ -279,7 +283,7 @@ class FrontEnd:
             check_tuning(t, center_hz, rate_hz)
             x, bad = as_complex64(samples)
             if bad > self.cfg.max_nonfinite_fraction * x.size:
-                raise BadBlock(f"{bad} of {x.size} samples are NaN or infinite")
+                raise BadBlock(f"{bad} of {x.size} samples are NaN, infinite or absurdly large")
         except BadBlock as e:
             self.stats.refused += 1
             self.stats.last_error = str(e)
