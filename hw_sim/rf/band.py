@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drivers.rtltcp_protocol import cu8_to_complex64 as cu8_to_complex  # noqa: F401  (re-exported)
-from hw_sim.rf.emitters import CLASSES, Waveform, _cis, make_waveform
+from hw_sim.rf.emitters import CLASSES, Waveform, cis, make_waveform
 
 
 @dataclass
@@ -193,7 +193,7 @@ class Band:
                     # ... times the chirp of the drift about the chunk's middle, which adds no
                     # phase over the whole chunk, so the carried phase stays right
                     tt = np.arange(ia, ib, dtype=np.float64) / rate - T / 2
-                    osc *= _cis(np.pi * em.drift_hz_per_s * (tt * tt - T * T / 4))
+                    osc *= cis(np.pi * em.drift_hz_per_s * (tt * tt - T * T / 4))
                 osc *= np.float32(self.amplitude(em, lv.wf))
                 osc *= seg
                 x[ia:ib] += osc

@@ -60,7 +60,7 @@ def _wrap(x: np.ndarray, period: float) -> np.ndarray:
     return x - np.floor(x * (1.0 / period)) * period
 
 
-def _cis(phase: np.ndarray) -> np.ndarray:
+def cis(phase: np.ndarray) -> np.ndarray:
     """exp(j*phase) as complex64: wrapped in float64, then float32 cos/sin (~20x cheaper than exp)."""
     p = _wrap(phase, 2 * np.pi).astype(np.float32)
     out = np.empty(len(p), np.complex64)
@@ -229,7 +229,7 @@ class WFM(Waveform):
             t = (self.n + np.arange(n)) / self.rate
             m += 0.1 * np.sin(2 * np.pi * 19e3 * t)
         self.n += n
-        return _cis(self.ph.integrate(self.dev * m, self.rate))
+        return cis(self.ph.integrate(self.dev * m, self.rate))
 
     def params(self):
         return {"deviation_hz": self.dev}
@@ -257,7 +257,7 @@ class NFM(Waveform):
             t = (self.n + np.arange(n)) / self.rate
             m = 0.85 * m + 0.15 * np.sin(2 * np.pi * self.ctcss * t)
         self.n += n
-        return _cis(self.ph.integrate(self.dev * m, self.rate))
+        return cis(self.ph.integrate(self.dev * m, self.rate))
 
     def params(self):
         return {"deviation_hz": self.dev, "ctcss_hz": self.ctcss}
@@ -401,7 +401,7 @@ class FSK2(Waveform):
             m = _shaped_message(levels, self.taps, self.os, u)
         else:
             m = levels[np.minimum(u.astype(np.int64), len(levels) - 1)]
-        return _cis(self.ph.integrate(self.dev * m, self.rate))
+        return cis(self.ph.integrate(self.dev * m, self.rate))
 
     def params(self):
         return {"baud": self.baud, "deviation_hz": self.dev, "bt": self.bt}
@@ -433,7 +433,7 @@ class FSK4(Waveform):
         self.last_dibits = d
         levels = np.array([self.DEV[int(x)] for x in range(4)])[d]
         u = self.clock.sample_times(len(levels))
-        return _cis(self.ph.integrate(_shaped_message(levels, self.taps, self.os, u), self.rate))
+        return cis(self.ph.integrate(_shaped_message(levels, self.taps, self.os, u), self.rate))
 
     def params(self):
         return {"baud": self.baud}
@@ -458,7 +458,7 @@ class GMSK(Waveform):
         levels = self.rng.integers(0, 2, self.frame_bits).astype(np.float64) * 2 - 1
         u = self.clock.sample_times(len(levels))
         m = _shaped_message(levels, self.taps, self.os, u)
-        return _cis(self.ph.integrate(m * (self.baud / 4), self.rate))
+        return cis(self.ph.integrate(m * (self.baud / 4), self.rate))
 
     def params(self):
         return {"baud": self.baud, "bt": self.bt}
@@ -488,7 +488,7 @@ def lora_symbols(sf: int, bw_hz: float, rate_hz: float, symbols: np.ndarray, *, 
     phase = 2 * np.pi * (bw_hz / (2 * ts) * tau * tau - bw_hz / 2 * tau)
     if down:
         phase = -phase
-    return _cis(phase)
+    return cis(phase)
 
 
 class LoRa(Waveform):
@@ -569,7 +569,7 @@ class Jammer(Waveform):
         t = (self.n + np.arange(n)) / self.rate
         self.n += n
         freq = self.bw * (_wrap(t / self.period, 1.0) - 0.5)
-        return _cis(self.ph.integrate(freq, self.rate))
+        return cis(self.ph.integrate(freq, self.rate))
 
     def params(self):
         return {"kind": self.kind, "bw_hz": self.bw}
