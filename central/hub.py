@@ -230,19 +230,20 @@ class Hub:
         last_wd = 0.0
         while not self._stop.is_set():
             if poller.poll(100):
-                self._handle_batch()
+                self._guarded("receive/store batch", self._handle_batch)
             now = time.monotonic()
             if self._reload_now.is_set() or now >= next_reload:
                 self.keys.reload(force=self._reload_now.is_set())
                 self._reload_now.clear()
                 next_reload = now + self.reload_s
             if now >= next_flush:
-                self._flush_seen()
+                self._guarded("checkpoint flush", self._flush_seen)
                 next_flush = now + 1.0
             if now >= next_downlink:
-                v = self.store.latest_downlink_version()
-                self._push_downlinks(force=v != last_version)
-                last_version = v
+                v = self._guarded("downlink poll", self.store.latest_downlink_version)
+                if v is not None:
+                    self._guarded("downlink push", self._push_downlinks, v != last_version)
+                    last_version = v
                 next_downlink = now + 1.0
             if wd and now - last_wd >= wd:
                 sdnotify.watchdog()
@@ -252,8 +253,23 @@ class Hub:
                 sdnotify.status(f"{live} checkpoints connected; stored {self.stats['stored']}, "
                                 f"refused {self.stats['refused']}")
                 next_status = now + 5.0
-        self._flush_seen()
+        self._guarded("checkpoint flush", self._flush_seen)
         sdnotify.stopping()
+
+    def _guarded(self, what: str, fn, *args):
+        """A store that is away (PostgreSQL restarting, disk full) must not end the hub's loop: the
+        error is counted and logged (rate-limited) and the loop carries on. Nothing is lost: what was
+        not acked is sent again by the senders, and unflushed checkpoint state stays queued."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            self.stats["store_errors"] += 1
+            now = time.monotonic()
+            if now - self._last_log.get(f"guard:{what}", 0) > 5:
+                self._last_log[f"guard:{what}"] = now
+                log.error("%s failed, carrying on: %s: %s (store errors so far: %d)", what, type(e).__name__,
+                          str(e)[:300], self.stats["store_errors"])
+            return None
 
     def _handle_batch(self) -> None:
         s = self._sock

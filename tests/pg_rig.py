@@ -59,6 +59,7 @@ class PgServer:
     port: int
     bindir: Path
     proc_user: str | None  # the system user the server runs as, when we are root
+    max_connections: int = 200
 
     @property
     def host_url(self) -> str:
@@ -93,19 +94,32 @@ class PgServer:
         # --no-sync only skips fsyncing initdb's own template files; the running server keeps fsync on
         srv._run("initdb", "-D", str(root / "data"), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                  "--locale=C", "--no-sync")
+        srv.max_connections = max_connections
         last = ""
         for _ in range(5):  # a free port can be taken between probe and bind: try another
             srv.port = free_port()
-            opts = (f"-c listen_addresses=127.0.0.1 -c port={srv.port} -c unix_socket_directories={root}"
-                    f" -c max_connections={max_connections} -c fsync=on -c synchronous_commit=on")
-            r = srv._run("pg_ctl", "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-t", "60",
-                         "-o", opts, "start", check=False)
+            r = srv._pg_ctl_start()
             if r.returncode == 0:
                 atexit.register(srv.stop)
                 return srv
             last = r.stderr + (root / "server.log").read_text(errors="replace")[-2000:]
         srv.stop()
         raise RuntimeError(f"PostgreSQL did not start: {last}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess:
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}"
+                f" -c max_connections={self.max_connections} -c fsync=on -c synchronous_commit=on")
+        return self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "server.log"), "-w",
+                         "-t", "60", "-o", opts, "start", check=False)
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: clients are cut off), keeping its data for `resume`."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        r = self._pg_ctl_start()
+        if r.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not restart on port {self.port}: {r.stderr.strip()}")
 
     def create_db(self, prefix: str = "t") -> str:
         """A fresh, empty database; returns its URL."""

@@ -312,3 +312,35 @@ def test_pg_unreachable_server_is_a_clear_error(pg):
     assert "s3cret" not in str(e.value)  # no secrets in messages or logs
     with pytest.raises(StoreUnavailable, match="does not exist"):
         PostgresStore(pg.url("no_such_db"))
+
+
+def test_pg_dashboard_reads_the_same_as_on_sqlite(pg_url, tmp_path):
+    """The command dashboard (real app, HTTP through its test client) on the PostgreSQL store."""
+    import time as _time
+
+    from central.config import DashboardConfig
+    from central.dashboard.server import build_dashboard
+    from tests.test_dashboard import client, fill_users, put_alert, put_decision
+
+    data = tmp_path / "central"
+    data.mkdir()
+    fill_users(data)
+    store = open_store(pg_url)
+    try:
+        now = _time.time()
+        store.seen("cp-north", now, backlog=3, skew_s=0.012, health_t=now,
+                   health={"devices": {"L1.source": {"state": "ok"}, "rx1.source": {"state": "stalled"}}})
+        a1 = put_alert(store, data, "cp-north", "xray.narcotics", "high", now - 10)
+        a2 = put_alert(store, data, "cp-north", "rf.unlicensed", "medium", now - 20)
+        put_decision(store, "cp-north", a1)
+        d = build_dashboard(DashboardConfig(secure_cookies=False), store, data)
+        c = client(d, "olga")
+        (cp,) = c.get("/api/checkpoints").json()
+        assert cp["id"] == "cp-north" and cp["online"] and cp["backlog"] == 3 and cp["devices_bad"] == ["rx1.source"]
+        assert [a["uuid"] for a in c.get("/api/alerts").json()] == [a1, a2]
+        assert [a["uuid"] for a in c.get("/api/alerts", params={"kind": "rf."}).json()] == [a2]
+        det = c.get(f"/api/alerts/{a1}").json()
+        assert det["decisions"][0]["data"]["officer"] == "olga"
+        assert c.get("/files/" + det["evidence"][0]["path"]).content[:2] == b"\xff\xd8"
+    finally:
+        store.close()

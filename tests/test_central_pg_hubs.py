@@ -164,3 +164,27 @@ def test_downlink_through_two_hubs_applied_once_acked_once(hubs, tmp_path):
     assert json.loads((dl / "watchlist.json").read_text()) == doc
     applied = hubs.rig.edge_db().execute("SELECT count(*) FROM downlink_applied").fetchone()[0]
     assert applied == 1
+
+
+def test_postgresql_down_nothing_acked_then_everything_once(pg, hubs):
+    """The database goes away under running hubs: no ack without a durable write; when it is back the
+    pool replaces its broken connections and the backlog flows, exactly once."""
+    hubs.start_hub(0)
+    hubs.start_hub(1)
+    hubs.start_sender()
+    ids = hubs.rig.add_alerts(30)
+    wait_for(lambda: hubs.rig.backlog() == 0, 20, what="delivery before the outage")
+    pg.pause()
+    try:
+        ids += hubs.rig.add_alerts(50)
+        time.sleep(7.0)  # longer than the store's 5 s wait for a connection: the writes fail
+        assert hubs.rig.backlog() == 50  # the hubs could not commit, so they acked nothing
+        assert all(p.poll() is None for p in hubs.hubs)  # and they are still running
+    finally:
+        pg.resume()
+    ids += hubs.rig.add_alerts(20)
+    wait_for(lambda: hubs.rig.backlog() == 0, 40, what="backlog flushed after PostgreSQL returned")
+    _assert_exactly_once(hubs, ids)
+    logs = (hubs.rig.root / "hub-0.log").read_text() + (hubs.rig.root / "hub-1.log").read_text()
+    assert "not acked" in logs or "carrying on" in logs  # a store call failed and was logged
+    assert "Exception in thread" not in logs  # ... and the hub loop survived it
