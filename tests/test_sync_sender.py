@@ -122,16 +122,21 @@ def test_outbox_rows_the_hub_refuses_stay_undelivered(rig):
     db = rig.edge_db()
     (good,) = rig.add_alerts(1)
     (rig.evidence_dir("CP-01") / f"{good}.jpg").write_bytes(b"tampered")
+    secret = rig.root / "secret.txt"
+    secret.write_text("not evidence")
     with db.atomic():
         outbox.enqueue(db, "bad id with spaces", "alert", {"t": 1.0}, [], 1)
+        outbox.enqueue(db, "escape", "alert", {"t": 2.0}, [{"name": "x.txt", "path": "../../secret.txt",
+                                                           "mime": "text/plain", "size": 12, "sha256": "0" * 64}], 1)
     s = _sender(rig)
     s.start()
     try:
-        wait_for(lambda: rig.hub_alert_ids() == [good], 15, what="alert with missing evidence stored")
+        wait_for(lambda: sorted(rig.hub_alert_ids()) == sorted([good, "escape"]), 15,
+                 what="alerts with missing evidence stored")
         time.sleep(0.5)
         assert rig.backlog() == 1 and not outbox.is_delivered(db, "bad id with spaces")
         assert "cannot be sent" in (s.link_state()["last_error"] or "") or s.link_state()["errors"] >= 1
     finally:
         s.stop()
     ev = rig.hub_query("SELECT missing, path FROM evidence")
-    assert ev == [(1, None)]
+    assert ev == [(1, None), (1, None)]  # tampered file and a path outside the evidence folder
