@@ -185,7 +185,8 @@ class Hub:
 
     def _remove_partial_files(self) -> None:
         """Temp files a killed hub left behind; only the two newest day folders per checkpoint can
-        hold them (they are written under the current day), so start-up never walks all evidence."""
+        hold them (they are written under the current day), so start-up never walks all evidence.
+        Only files older than a minute go: another hub sharing the folder may be writing the rest."""
         root = self.data_dir / "evidence"
         if not root.is_dir():
             return
@@ -195,8 +196,12 @@ class Hub:
                 continue
             for day in sorted(d for d in cp_dir.iterdir() if d.is_dir())[-2:]:
                 for tmp in day.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
-                    n += 1
+                    try:
+                        if time.time() - tmp.stat().st_mtime > 60:
+                            tmp.unlink()
+                            n += 1
+                    except FileNotFoundError:
+                        continue
         if n:
             log.info("removed %d partial evidence files left by an earlier crash", n)
 
@@ -455,7 +460,8 @@ class Hub:
 
 def _write_durable(path: Path, data: bytes) -> Path:
     """Write-then-rename so a crash never leaves a half file under the final name."""
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    # pid and thread in the name: hubs sharing one evidence folder (issue 10) never share a temp file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
         mv = memoryview(data)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from sync.harness import REPO, Rig
 from tests.conftest import run_zastava
@@ -59,3 +60,18 @@ def test_status_command_lists_checkpoints(tmp_path):
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("CP-01"))
     assert line.split()[-1] == "3"  # alerts stored for CP-01
+
+
+def test_partial_files_of_a_killed_hub_are_removed_at_start(tmp_path):
+    rig = Rig(tmp_path / "rig")
+    day = rig.data_dir / "evidence" / "CP-01" / "2026-01-02"
+    day.mkdir(parents=True)
+    old, fresh, kept = day / ".a_frame.jpg.1.2.tmp", day / ".b_frame.jpg.3.4.tmp", day / "c_frame.jpg"
+    for f in (old, fresh, kept):
+        f.write_bytes(b"x")
+    os.utime(old, (time.time() - 600, time.time() - 600))
+    rig.start_hub()
+    rig.stop_all()
+    assert not old.exists()  # left by a crash
+    assert fresh.exists()  # may belong to another hub sharing the folder, still writing
+    assert kept.exists()

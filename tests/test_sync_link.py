@@ -33,8 +33,6 @@ def _assert_exactly_once(rig: Rig, ids: list[str], cp: str = "CP-01") -> None:
     # evidence arrived intact, on disk, where the store says
     for u, path, sha in rig.hub_query("SELECT alert_uuid, path, sha256 FROM evidence"):
         assert hashlib.sha256((rig.data_dir / path).read_bytes()).hexdigest() == sha, u
-    # partial files of a killed hub are cleared when it starts again
-    assert not list((rig.data_dir / "evidence").rglob(".*.tmp"))
 
 
 def _raw_client(rig: Rig, secret_file, server_pub=None) -> zmq.Socket:
