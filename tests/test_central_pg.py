@@ -5,11 +5,14 @@ PostgreSQL is a real server started from Debian's binaries (tests/pg_rig.py); ea
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from central.store import EvidenceRow, Inbound, open_store
 from central.store_pg import (
@@ -102,6 +105,30 @@ def test_odd_strings_and_numbers_never_fail_a_batch(store):
     a = store.alert("o1")
     assert a["t"] is None and a["source"] == "é漢" and a["kind"].startswith("rf.") and a["created"] == 5.0
     assert a["data"]["source"] == "é漢" and a["evidence"][0]["mime"].startswith("image/png")
+
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
+                  st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), st.binary(max_size=8))
+_plain = st.recursive(_leaf, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                    st.dictionaries(st.text(max_size=8), kids, max_size=4)),
+                      max_leaves=12)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.dictionaries(st.sampled_from(["t", "kind", "severity", "score", "source", "alert_uuid", "x"]) |
+                            st.text(max_size=6), _plain, max_size=8),
+       name=st.text(min_size=1, max_size=12), mime=st.text(max_size=12), created=st.floats(0, 4e9))
+def test_any_wire_shaped_body_is_stored_and_read_back(store, data, name, mime, created):
+    """Whatever a valid wire message can carry in its body (sync.wire accepts any plain map) is stored on
+    both stores, in one batch with a normal alert, and the body reads back as the JSON it was stored as."""
+    u, d = str(uuid.uuid4()), str(uuid.uuid4())
+    items = [Inbound(u, "alert", "CP-01", created, data, [EvidenceRow(name, mime, 1, "ab" * 32, None, missing=True)]),
+             Inbound(d, "decision", "CP-01", created, data), _alert(str(uuid.uuid4()))]
+    assert store.write_batch(items) == [True, True, True]
+    got = store.alert(u)
+    as_json = lambda v: json.dumps(v, default=lambda b: b.hex(), sort_keys=True)  # noqa: E731
+    assert as_json(got["data"]) == as_json(data)
+    assert got["created"] == created and len(got["evidence"]) == 1
 
 
 def test_alert_filters(store):
