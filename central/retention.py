@@ -69,10 +69,14 @@ class ArchiveReport:
 
 # --- the store side: two small adapters over the stores' own transaction helpers ---------------------
 class _Side:
-    """SQL the two databases both accept, except placeholders and list parameters."""
+    """SQL the two databases both accept, except placeholders and list parameters. Runs through the
+    store's own `_tx` (both stores have one: a transaction, the store's locking, durable commit), so
+    retention needs no second way of opening either database."""
 
     def __init__(self, store: HubStore):
         self.store = store
+        # by name, not isinstance: importing central.store_pg would need psycopg (an optional extra)
+        # on an SQLite-only central
         self.pg = type(store).__name__ == "PostgresStore"
         self.p = "%s" if self.pg else "?"
 
