@@ -3,6 +3,7 @@ a clean stream stays quiet, SIGTERM stops it within 5 s, and kill -9 loses nothi
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import time
@@ -102,3 +103,34 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     carrying = {b["bag_id"] for b in ground_truth(tmp_path) if b["contraband"]}
     alerted = {a["bag_id"] for a in alerts}
     assert len(carrying - alerted) <= 1, f"bags never processed after the kills: {carrying - alerted}"
+
+
+def test_radio_alerts_match_the_scenario(tmp_path):
+    """Drone telemetry is watchlisted, the FSK link outside the band is unlicensed, the key fob
+    in the licence-exempt SRD band raises nothing; each alert has a spectrogram and SigMF."""
+    sim, devices = start_sim(tmp_path, "e2e_radio.toml")
+    rx = [{"id": "rx433", "source": devices["receiver:rx433"]["iq"], "center_hz": 433.92e6, "rate_hz": 2.4e6}]
+    agent = start_agent(tmp_path, agent_config(tmp_path, devices, receivers=rx))
+
+    def kinds_near():
+        out = defaultdict(set)
+        for a in read_alerts(tmp_path):
+            loc = json.loads(a["location"])
+            out[round(loc["center_hz"] / 1e6, 1)].add(a["kind"])
+        return out
+
+    try:
+        wait_for(lambda: {"rf.watchlist"} <= kinds_near().get(433.5, set())
+                 and {"rf.unlicensed"} <= kinds_near().get(435.0, set()), timeout=60,
+                 what="watchlist alert at 433.5 MHz and unlicensed alert at 434.95 MHz")
+        time.sleep(3)
+    finally:
+        agent.terminate()
+        sim.terminate()
+    near = kinds_near()
+    assert not near.get(433.9), f"the licensed key fob raised {near.get(433.9)}"
+    for a in read_alerts(tmp_path):
+        names = [e["name"] for e in json.loads(a["evidence"])]
+        assert any(n.endswith(".png") for n in names) and any(n.endswith(".sigmf-meta") for n in names), names
+        if a["kind"] == "rf.watchlist":
+            assert json.loads(a["location"])["class"] == "lora"
