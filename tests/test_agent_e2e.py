@@ -134,3 +134,25 @@ def test_radio_alerts_match_the_scenario(tmp_path):
         assert any(n.endswith(".png") for n in names) and any(n.endswith(".sigmf-meta") for n in names), names
         if a["kind"] == "rf.watchlist":
             assert json.loads(a["location"])["class"] == "lora"
+
+
+def test_radio_activity_raises_the_risk_of_bags_inspected_meanwhile(tmp_path):
+    """Fusion: once drone telemetry is alerted, X-ray alerts of bags in the window carry a raised
+    severity and the reason. The physics baseline is used so the test does not hinge on the model."""
+    sim, devices = start_sim(tmp_path, "e2e_fusion.toml")
+    rx = [{"id": "rx433", "source": devices["receiver:rx433"]["iq"], "center_hz": 433.92e6, "rate_hz": 1.024e6}]
+    agent = start_agent(tmp_path, agent_config(tmp_path, devices, receivers=rx, model="physics"))
+    try:
+        def fused():
+            rf = [a for a in read_alerts(tmp_path) if a["kind"] == "rf.watchlist"]
+            xr = [a for a in read_alerts(tmp_path) if a["kind"].startswith("xray.") and rf
+                  and a["t"] > min(r["t"] for r in rf) + 0.5]
+            return xr if xr and all(a["fusion"] for a in xr) else None
+
+        alerts = wait_for(fused, timeout=60, what="X-ray alerts after a drone alert, with fusion")
+    finally:
+        agent.terminate()
+        sim.terminate()
+    f = json.loads(alerts[0]["fusion"])
+    assert f["raised"] and "lora" in f["reason"] and f["radio_alerts"]
+    assert "risk raised" in alerts[0]["reason"]
