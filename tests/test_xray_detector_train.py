@@ -49,7 +49,7 @@ def test_export_loads_in_the_runtime_with_names_and_thresholds(tmp_path):
     path = tmp_path / "m.onnx"
     train.export(net, path, facts)
     thr = train.calibrate(path, seed=6, bags=4, progress=False)
-    assert set(thr) == set(CLASSES) and all(0.2 <= v <= 0.95 for v in thr.values())
+    assert set(thr) == set(CLASSES) and all(0.1 <= v <= 0.95 for v in thr.values())
     det = load_detector(path, "zastava")
     assert det.class_names == list(CLASSES) and det.model_thresholds == thr
     meta = det.session.get_modelmeta().custom_metadata_map

@@ -1,6 +1,6 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
-    python -m models.xray.train [--bags 3000] [--epochs 4] [--seed 1] [--out models/xray]
+    python -m models.xray.train [--bags 2000] [--epochs 6] [--batch 8] [--seed 1] [--out models/xray]
 
 Deterministic for a seed: bags are drawn from hw_sim.xray with numpy Generators seeded from it,
 torch is seeded, deterministic algorithms are on and one thread is used (the thread count changes
@@ -211,36 +211,37 @@ def export(net: XrayNet, path: Path, facts: dict) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def calibrate(path: Path, seed: int, bags: int = 800, fp_per_bag: float = 0.006,
+def calibrate(path: Path, seed: int, bags: int = 1000, fa_per_clean_bag: float = 0.0075,
               progress: bool = True) -> dict[str, float]:
     """Choose each class's operating threshold on a validation draw (its own seed, never the
-    training one nor the held-out test's): the lowest threshold on a 0.05 grid at which that
-    class's false positives (findings matching no true object of the class, in any bag) stay
-    under `fp_per_bag`. Four classes at 0.006 keep the whole detector under ~0.03 false alarms
-    per clean bag. The thresholds go into the ONNX metadata, where the runtime reads them."""
+    training one nor the held-out test's): the lowest threshold on a 0.05 grid (from 0.1) at
+    which that class's alarms on the draw's clean bags stay within `fa_per_clean_bag`. Four
+    classes at 0.0075 keep the whole detector within the 0.03 false alarms per clean bag the
+    issue asks for. The thresholds go into the ONNX metadata, where the runtime reads them."""
     import onnx
 
     from detectors.xray.detector import MIN_CANDIDATE_SCORE, load_detector
-    from detectors.xray.evaluate import iou
     from hw_sim.xray.scene import make_bag
 
     det = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES})
     rng = np.random.default_rng(seed)
     kinds, probs = list(MIX), np.array(list(MIX.values()))
-    fp_scores: dict[str, list[float]] = {c: [] for c in CLASSES}
+    fa_scores: dict[str, list[float]] = {c: [] for c in CLASSES}
+    clean = 0
     for i in range(bags):
-        bag = make_bag(rng, contraband=kinds[int(rng.choice(len(kinds), p=probs))])
-        for f in det.detect(bag.high, bag.low):
-            gt = [o.box for o in bag.objects if o.cls == f.cls]
-            if not gt or iou(np.array([f.box]), np.array(gt)).max() < 0.3:
-                fp_scores[f.cls].append(f.score)
+        kind = kinds[int(rng.choice(len(kinds), p=probs))]
+        bag = make_bag(rng, contraband=kind)
+        if kind is None:
+            clean += 1
+            for f in det.detect(bag.high, bag.low):
+                fa_scores[f.cls].append(f.score)
         if progress and (i + 1) % 200 == 0:
             print(f"  calibration bags {i + 1}/{bags}", file=sys.stderr)
     thresholds = {}
     for c in CLASSES:
-        s = np.array(fp_scores[c])
-        for t in np.arange(0.2, 0.951, 0.05):
-            if (s >= t).sum() / bags <= fp_per_bag:
+        s = np.array(fa_scores[c])
+        for t in np.arange(0.1, 0.951, 0.05):
+            if (s >= t).sum() / max(clean, 1) <= fa_per_clean_bag:
                 break
         thresholds[c] = round(float(t), 2)
     m = onnx.load(str(path))
@@ -255,14 +256,16 @@ def calibrate(path: Path, seed: int, bags: int = 800, fp_per_bag: float = 0.006,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bags", type=int, default=3000)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--bags", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--calibrate-only", action="store_true",
                     help="only choose the operating thresholds of an existing OUT/zastava-xray.onnx")
-    ap.add_argument("--calibration-bags", type=int, default=800)
+    ap.add_argument("--calibration-bags", type=int, default=1000)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.calibrate_only:
         facts = json.loads(log_path.read_text()) if log_path.exists() else {"seed": a.seed}
     else:
-        net, facts = train(a.bags, a.epochs, a.seed, progress=not a.quiet)
+        net, facts = train(a.bags, a.epochs, a.seed, batch=a.batch, lr=a.lr, progress=not a.quiet)
         export(net, path, facts)
     t0 = time.monotonic()
     facts["calibration"] = {"seed": facts["seed"] + 1000, "bags": a.calibration_bags,
