@@ -173,6 +173,7 @@ class AgentConfig(Strict):
     radio: RadioConfig = RadioConfig()
     metrics: MetricsConfig = MetricsConfig()
     fusion_window_s: float = Field(600.0, ge=0)
+    hung_after_s: float = Field(30.0, gt=0, le=3600)  # a pipeline worker silent this long is hung
 
     @model_validator(mode="after")
     def _unique_ids(self):

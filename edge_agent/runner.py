@@ -20,9 +20,6 @@ from common import sdnotify
 
 log = logging.getLogger("zastava.agent")
 
-HUNG_AFTER_S = 30.0  # a worker silent this long is hung
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, help="path to zastava.toml")
 
@@ -115,7 +112,7 @@ class Agent:
 
     def hung_workers(self) -> list[str]:
         ws = [xl.worker for xl in self.lanes] + [rr.worker for rr in self.receivers]
-        return [w.name for w in ws if w is not None and w.age() > HUNG_AFTER_S]
+        return [w.name for w in ws if w is not None and w.age() > self.cfg.hung_after_s]
 
     def status_line(self) -> str:
         p = self.state.pipelines
