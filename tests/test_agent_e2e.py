@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import time
+import urllib.request
 from collections import defaultdict
 
 import pytest
@@ -141,7 +143,8 @@ def test_radio_activity_raises_the_risk_of_bags_inspected_meanwhile(tmp_path):
     severity and the reason. The physics baseline is used so the test does not hinge on the model."""
     sim, devices = start_sim(tmp_path, "e2e_fusion.toml")
     rx = [{"id": "rx433", "source": devices["receiver:rx433"]["iq"], "center_hz": 433.92e6, "rate_hz": 1.024e6}]
-    agent = start_agent(tmp_path, agent_config(tmp_path, devices, receivers=rx, model="physics"))
+    cfg = agent_config(tmp_path, devices, receivers=rx, model="physics")
+    agent = start_agent(tmp_path, cfg)
     try:
         def fused():
             rf = [a for a in read_alerts(tmp_path) if a["kind"] == "rf.watchlist"]
@@ -150,6 +153,17 @@ def test_radio_activity_raises_the_risk_of_bags_inspected_meanwhile(tmp_path):
             return xr if xr and all(a["fusion"] for a in xr) else None
 
         alerts = wait_for(fused, timeout=60, what="X-ray alerts after a drone alert, with fusion")
+        # the same run, seen by Prometheus: devices up, pipeline counters moving
+        port = re.search(r'\[metrics\]\nbind = "127.0.0.1:(\d+)"', cfg.read_text()).group(1)
+
+        def scrape():  # the agent refreshes its figures once a second
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return text if re.search(r'zastava_pipeline_total\{counter="alerts",pipeline="lane1"\} [1-9]',
+                                     text) else None
+
+        text = wait_for(scrape, timeout=10, what="alert counter in /metrics")
+        assert 'zastava_device_up{device="rx433.source",role="iq"} 1.0' in text, text
+        assert "zastava_outbox_backlog" in text
     finally:
         agent.terminate()
         sim.terminate()
