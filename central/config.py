@@ -16,50 +16,13 @@ key named (exit code 2), by `zastava central` and by `zastava check-config --cen
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from common.configfile import Strict, load_model
-
-
-def _resolve(v: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    v = Path(os.path.expanduser(str(v)))
-    return v if v.is_absolute() or base is None else (Path(base) / v)
-
-
-def _existing_file(v: Path, info: ValidationInfo) -> Path:
-    v = _resolve(v, info)
-    if not v.is_file() or not os.access(v, os.R_OK):
-        raise ValueError(f"file not found or not readable: {v}")
-    return v
-
-
-def _existing_dir(v: Path, info: ValidationInfo) -> Path:
-    v = _resolve(v, info)
-    if not v.is_dir():
-        raise ValueError(f"directory not found: {v}")
-    return v
-
-
-def _writable_dir(v: Path, info: ValidationInfo) -> Path:
-    v = _resolve(v, info)
-    probe = v
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"directory cannot be created or written: {v}")
-    return v
-
-
-ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
-ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
-WritableDir = Annotated[Path, AfterValidator(_writable_dir)]
+from common.configfile import ExistingDir, ExistingFile, Strict, WritableDir, load_model
 
 
 class HubConfig(Strict):

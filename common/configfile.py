@@ -6,11 +6,12 @@ operator editing a file at a checkpoint needs to know which key is wrong and why
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,6 +31,45 @@ class Strict(BaseModel):
     """Base for config sections: unknown keys are refused, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+
+
+def resolve_path(v: Path, info: ValidationInfo) -> Path:
+    """A path from a config file, relative to that file's folder (passed as context base_dir)."""
+    base = (info.context or {}).get("base_dir")
+    v = Path(os.path.expanduser(str(v)))
+    return v if v.is_absolute() or base is None else (Path(base) / v)
+
+
+def existing_file(v: Path, info: ValidationInfo) -> Path:
+    v = resolve_path(v, info)
+    if not v.is_file():
+        raise ValueError(f"file not found: {v}")
+    if not os.access(v, os.R_OK):
+        raise ValueError(f"file not readable: {v}")
+    return v
+
+
+def _existing_dir(v: Path, info: ValidationInfo) -> Path:
+    v = resolve_path(v, info)
+    if not v.is_dir():
+        raise ValueError(f"directory not found: {v}")
+    return v
+
+
+def _writable_dir(v: Path, info: ValidationInfo) -> Path:
+    v = resolve_path(v, info)
+    probe = v
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"directory cannot be created or written: {v} (nearest existing: {probe})")
+    return v
+
+
+# Config field types that check the file system when the config is loaded, not when first used.
+ExistingFile = Annotated[Path, AfterValidator(existing_file)]
+ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
+WritableDir = Annotated[Path, AfterValidator(_writable_dir)]
 
 
 def _key_path(loc: tuple) -> str:

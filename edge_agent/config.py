@@ -7,45 +7,15 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from common.configfile import Strict, load_model
+from common.configfile import ExistingFile, Strict, WritableDir, existing_file, load_model
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
-
-
-def _resolve(v: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    v = Path(os.path.expanduser(str(v)))
-    return v if v.is_absolute() or base is None else (Path(base) / v)
-
-
-def _existing_file(v: Path, info: ValidationInfo) -> Path:
-    v = _resolve(v, info)
-    if not v.is_file():
-        raise ValueError(f"file not found: {v}")
-    if not os.access(v, os.R_OK):
-        raise ValueError(f"file not readable: {v}")
-    return v
-
-
-def _writable_dir(v: Path, info: ValidationInfo) -> Path:
-    v = _resolve(v, info)
-    probe = v
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"directory cannot be created or written: {v} (nearest existing: {probe})")
-    return v
-
-
-ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
-WritableDir = Annotated[Path, AfterValidator(_writable_dir)]
 
 
 def _bind(v: str) -> str:
@@ -149,7 +119,7 @@ class XrayDetectorConfig(Strict):
     @field_validator("model", mode="after")
     @classmethod
     def _model(cls, v, info: ValidationInfo):
-        return v if v == "physics" else _existing_file(v, info)
+        return v if v == "physics" else existing_file(v, info)
 
 
 class RadioConfig(Strict):
