@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from common import webauth
 from common.webevents import Fanout
+from common.webstatic import add_static
 from sync.wire import WireError, check_doc
 
 log = logging.getLogger("zastava.dashboard")
@@ -182,12 +183,7 @@ def build_dashboard(cfg, store, data_dir: Path, poll_s: float = 1.0) -> Dashboar
     def engineer_page():
         return page("engineer.html")
 
-    @app.get("/static/{name}")
-    def static(name: str):
-        p = STATIC / name
-        if "/" in name or name.startswith(".") or not p.is_file():
-            raise HTTPException(404, "not found")
-        return FileResponse(p, headers={"cache-control": "no-cache"})
+    add_static(app, STATIC)
 
     @app.get("/api/info")
     def info(request: Request):

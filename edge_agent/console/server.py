@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field
 
 from common import webauth
+from common.webstatic import add_static
 from edge_agent.console.live import SCORED_ROLES, ConsoleLive
 from edge_agent.console.tip import TipScores
 from edge_agent.state import AgentState
@@ -141,12 +142,7 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     def supervisor_page():
         return page("supervisor.html")
 
-    @app.get("/static/{name}")
-    def static(name: str):
-        p = STATIC / name
-        if "/" in name or name.startswith(".") or not p.is_file():
-            raise HTTPException(404, "not found")
-        return FileResponse(p, headers={"cache-control": "no-cache"})
+    add_static(app, STATIC)
 
     # --- reads -----------------------------------------------------------------------------
     @app.get("/api/info")

@@ -1,4 +1,4 @@
-// Shared by every console page: JSON fetches with the session's CSRF token, SSE with reconnect, formatting.
+// Shared by the officer console and the command dashboard (served from common/static by both apps): JSON fetches with the session CSRF token, SSE with reconnect, formatting.
 "use strict";
 const Z = {
   csrf: null,
