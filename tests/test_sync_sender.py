@@ -106,6 +106,7 @@ def test_downlink_applied_refused_and_not_reapplied(rig):
         v3 = store.queue_downlink("model_announcement", {"name": "xray.onnx", "version": "3", "sha256": "a" * 64},
                                   ["CP-01"])
         wait_for(lambda: len(applied) == 2, 15, what="model announcement applied")
+        wait_for(lambda: not store.pending_downlinks("CP-01"), 10, what="its ack stored")
         assert applied[1] == ("model_announcement", {"name": "xray.onnx", "version": "3", "sha256": "a" * 64})
         assert {r["version"] for r in store.downlinks("CP-01") if r["ok"]} == {v1, v3}
         db = rig.edge_db()
