@@ -155,7 +155,11 @@ def test_garbage_and_oversize_frames_are_refused_and_the_link_stays_up(rig):
     ack = _recv_ack(s)
     assert ack["refused"][0]["id"] == mid_bad and "sha256" in ack["refused"][0]["reason"]
     # a frame over ZMQ_MAXMSGSIZE: libzmq drops that connection; the DEALER reconnects by itself
+    mon = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     s.send_multipart([wire.MAGIC, b"alert", b"\0" * (300 << 10)])
+    assert mon.poll(5000), "the hub should drop a connection that sends a frame over ZMQ_MAXMSGSIZE"
+    s.disable_monitor()
+    mon.close(0)
     mid3, frames3 = _alert_frames("CP-02")
     ack = None
     for _ in range(10):  # as the real sender does: resend until acked (the first may die with the old pipe)
