@@ -107,13 +107,18 @@ class Materials:
     def material(self) -> np.ndarray:
         """uint8 NONE / ORGANIC / INORGANIC / METAL. Single energy: opaque = metal, else organic
         (what single-energy consoles show)."""
-        present = self.mu_high > MIN_MU
-        opaque = (self.mu_low if self.dual else self.mu_high) > OPAQUE_MU
-        mat = np.full(self.mu_high.shape, ORGANIC, np.uint8)
+        return self.region(slice(None), slice(None))
+
+    def region(self, rows: slice, cols: slice) -> np.ndarray:
+        """The class map of one region only (the detector describes a few boxes per frame; the
+        whole map would cost more than all of them)."""
+        mu_h, zeff = self.mu_high[rows, cols], self.zeff[rows, cols]
+        opaque = (self.mu_low if self.dual else self.mu_high)[rows, cols] > OPAQUE_MU
+        mat = np.full(mu_h.shape, ORGANIC, np.uint8)
         if self.dual:
-            mat[self.zeff >= Z_ORGANIC_MAX] = INORGANIC
-            mat[self.zeff >= Z_INORGANIC_MAX] = METAL
-        mat[~present] = NONE
+            mat[zeff >= Z_ORGANIC_MAX] = INORGANIC
+            mat[zeff >= Z_INORGANIC_MAX] = METAL
+        mat[mu_h <= MIN_MU] = NONE
         mat[opaque] = METAL
         return mat
 
@@ -225,11 +230,11 @@ def letterbox(img: np.ndarray, size_hw: tuple[int, int], pad: int = 114) -> tupl
     return out, s, px, py
 
 
-def bag_mask(mu_high: np.ndarray) -> np.ndarray:
+def bag_mask(mu_high: np.ndarray, kernel: int = 9) -> np.ndarray:
     """The bag's outline as a filled uint8 mask (1 inside): the largest blob of material, holes
     filled, so things in the lining count as inside."""
     present = (mu_high > MIN_MU).astype(np.uint8)
-    present = cv2.morphologyEx(present, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+    present = cv2.morphologyEx(present, cv2.MORPH_CLOSE, np.ones((kernel, kernel), np.uint8))
     contours, _ = cv2.findContours(present, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     mask = np.zeros_like(present)
     if contours:
