@@ -1,6 +1,6 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
-    python -m models.xray.train [--bags 2000] [--epochs 6] [--batch 8] [--seed 1] [--out models/xray]
+    python -m models.xray.train [--bags 2000] [--epochs 10] [--batch 8] [--seed 1] [--out models/xray]
 
 Deterministic for a seed: bags are drawn from hw_sim.xray with numpy Generators seeded from it,
 torch is seeded, deterministic algorithms are on and one thread is used (the thread count changes
@@ -257,7 +257,7 @@ def calibrate(path: Path, seed: int, bags: int = 1000, fa_per_clean_bag: float =
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bags", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1)
@@ -283,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     facts["sha256"] = sha
     log_path.write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {a.out / 'zastava-xray.onnx'} sha256 {sha}; train {facts['train_seconds'] / 60:.1f} min, "
-          f"data {facts['data_seconds'] / 60:.1f} min")
+    took = f"; train {facts['train_seconds'] / 60:.1f} min, data {facts['data_seconds'] / 60:.1f} min" \
+        if "train_seconds" in facts else ""
+    print(f"wrote {a.out / 'zastava-xray.onnx'} sha256 {sha}{took}")
     return 0
 
 
