@@ -49,3 +49,14 @@ def shared_fixtures() -> Path:
     if not d.is_dir():
         pytest.skip(f"shared DICOS fixtures not present at {d} (they live outside the repo)")
     return d
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """One real PostgreSQL server (Debian's packages) for the session; skips, saying why, without it."""
+    from tests.pg_rig import not_available_reason, shared_server
+
+    why = not_available_reason()
+    if why:
+        pytest.skip(why)
+    return shared_server()

@@ -25,17 +25,8 @@ from central.store_pg import (
     schema_version,
 )
 from sync.wire import WireError
-from tests.pg_rig import not_available_reason, shared_server
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="session")
-def pg():
-    why = not_available_reason()
-    if why:
-        pytest.skip(why)
-    return shared_server()
 
 
 @pytest.fixture

@@ -9,18 +9,10 @@ import time
 import pytest
 
 from sync.harness import wait_for
-from tests.pg_rig import MultiHubRig, not_available_reason, shared_server
+from tests.pg_rig import MultiHubRig
 from tests.test_central_pg_hubs import _assert_exactly_once
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="session")
-def pg():
-    why = not_available_reason()
-    if why:
-        pytest.skip(why)
-    return shared_server()
 
 
 @pytest.fixture

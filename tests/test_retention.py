@@ -19,18 +19,9 @@ from central.retention import COLUMNS, ArchiveError, _Side, archive, read_archiv
 from central.store import EvidenceRow, Inbound, open_store
 from sync.keys import make_keypair
 from tests.conftest import run_zastava
-from tests.pg_rig import not_available_reason, shared_server
 
 DAY = 86400.0
 NOW = time.time()
-
-
-@pytest.fixture(scope="session")
-def pg():
-    why = not_available_reason()
-    if why:
-        pytest.skip(why)
-    return shared_server()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
