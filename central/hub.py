@@ -134,6 +134,7 @@ class Hub:
         self._stop = threading.Event()
         self._reload_now = threading.Event()
         self._ctx: zmq.Context | None = None
+        self._own_ctx = True
         self._auth: ThreadAuthenticator | None = None
         self._sock: zmq.Socket | None = None
         self.store: HubStore | None = None
@@ -150,20 +151,35 @@ class Hub:
                    hub_cfg.max_msg_bytes, hub_cfg.heartbeat_s, hub_cfg.batch, hub_cfg.reload_s)
 
     # --- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> str:
-        """Start the authenticator, open the store, bind; returns the bound endpoint."""
+    def start(self, context: zmq.Context | None = None) -> str:
+        """Start the authenticator, open the store, bind; returns the bound endpoint.
+
+        `context`: run in a caller's ZeroMQ context (embedding); by default the hub makes its own.
+        ZAP is per context, so a context whose ZAP endpoint another handler already holds is
+        refused: that handler, not ours, would decide which keys get in."""
         pub, sec = zmq.auth.load_certificate(str(self.secret_key))
         if sec is None:
             raise ValueError(f"{self.secret_key}: holds no secret key")
+        self._own_ctx = context is None
+        ctx = zmq.Context() if context is None else context
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger("zastava.central.zap"))
+        try:
+            auth.start()
+            auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self.keys)
+            alive = auth.thread is not None and auth.thread.is_alive() and auth.is_alive()
+            why = "its thread is not running"
+        except zmq.ZMQError as e:
+            alive, why = False, f"{e} (another ZAP handler holds this context's ZAP endpoint)"
+        if not alive:
+            auth.stop()
+            if self._own_ctx:
+                ctx.term()
+            raise RuntimeError(f"ZAP authenticator did not start: {why}; refusing to run a CURVE server "
+                               "that would admit any key")
+        self._ctx, self._auth = ctx, auth
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._remove_partial_files()
         self.store = open_store(self.store_url)
-        self._ctx = zmq.Context()
-        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("zastava.central.zap"))
-        self._auth.start()
-        self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self.keys)
-        if not (self._auth.thread is not None and self._auth.thread.is_alive() and self._auth.is_alive()):
-            raise RuntimeError("ZAP authenticator did not start: refusing to run a CURVE server that admits any key")
         s = self._ctx.socket(zmq.ROUTER)
         s.linger = 0
         s.curve_server = True
@@ -217,7 +233,7 @@ class Hub:
             self._sock.close(0)
         if self._auth is not None:
             self._auth.stop()
-        if self._ctx is not None:
+        if self._ctx is not None and self._own_ctx:
             self._ctx.term()
         self._io.shutdown(wait=True)
         if self.store is not None:

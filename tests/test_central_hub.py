@@ -75,3 +75,62 @@ def test_partial_files_of_a_killed_hub_are_removed_at_start(tmp_path):
     assert not old.exists()  # left by a crash
     assert fresh.exists()  # may belong to another hub sharing the folder, still writing
     assert kept.exists()
+
+
+def _hub(rig: Rig):
+    from central.hub import Hub
+
+    return Hub(rig.endpoint, rig.hub_sec, rig.cps, rig.root / "hubdata", f"sqlite:///{rig.root / 'hub.sqlite'}")
+
+
+def test_hub_refuses_to_start_when_another_zap_handler_holds_the_context(tmp_path):
+    """A CURVE server whose ZAP endpoint someone else answers admits whatever that handler says:
+    the hub must not bind at all then."""
+    import zmq
+
+    rig = Rig(tmp_path / "rig")
+    ctx = zmq.Context()
+    squatter = ctx.socket(zmq.REP)
+    squatter.bind("inproc://zeromq.zap.01")
+    hub = _hub(rig)
+    try:
+        try:
+            hub.start(context=ctx)
+        except RuntimeError as e:
+            assert "ZAP authenticator did not start" in str(e) and "admit any key" in str(e)
+        else:
+            raise AssertionError("the hub started without its own ZAP handler")
+        probe = socket.socket()
+        port = int(rig.endpoint.rsplit(":", 1)[1])
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the hub bound its port anyway"
+        probe.close()
+    finally:
+        hub.close()
+        squatter.close(0)
+        ctx.term()
+
+
+def test_a_message_without_user_id_is_refused(tmp_path):
+    """The second guard: frames that came through no ZAP handler carry no User-Id; the hub refuses
+    them even from a socket it never expected to see such frames on."""
+    import zmq
+
+    from sync import wire
+
+    rig = Rig(tmp_path / "rig")
+    hub = _hub(rig)
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        router.bind("inproc://no-zap")
+        dealer.connect("inproc://no-zap")
+        dealer.send_multipart(wire.encode("heartbeat", {"checkpoint": "CP-01", "t": time.time(), "backlog": 0}))
+        assert router.poll(5000)
+        frames = router.recv_multipart(copy=False)
+        assert hub._authorise(frames) is None
+        assert hub.stats["refused.unauthenticated"] == 1
+    finally:
+        dealer.close(0)
+        router.close(0)
+        ctx.term()
+        hub.close()
