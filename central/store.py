@@ -167,37 +167,46 @@ class SQLiteStore:
 
     # --- hub writes -------------------------------------------------------------------------------
     def write_batch(self, items: list[Inbound]) -> list[bool]:
-        """Insert-or-ignore every item in one transaction; True where the row was new."""
+        """Insert-or-ignore every item in one transaction; True where the row was new.
+
+        Which ids are already stored is asked once per batch, then each table gets one
+        executemany: a statement per row cost ~40 us each, a fifth of the hub's time at 500 per batch.
+        The check and the inserts share the write transaction, so no other hub slips in between."""
         now = time.time()
 
         def tx(c: sqlite3.Connection) -> list[bool]:
-            out = []
+            have: set[tuple[bool, str]] = set()  # (is an alert, id): the two tables are separate id spaces
+            for table, is_alert in (("alerts", True), ("decisions", False)):
+                ids = [it.msg_id for it in items if (it.msg_type == "alert") == is_alert]
+                for i in range(0, len(ids), 900):  # well under SQLite's bound-parameter limit
+                    chunk = ids[i:i + 900]
+                    qs = ",".join("?" * len(chunk))
+                    have.update((is_alert, r[0]) for r in
+                                c.execute(f"SELECT uuid FROM {table} WHERE uuid IN ({qs})", chunk))
+            out, alerts, evidence, decisions = [], [], [], []
             for it in items:
+                key = (it.msg_type == "alert", it.msg_id)
+                new = key not in have
+                have.add(key)  # the same id twice in one batch: the first one wins
+                out.append(new)
+                if not new:
+                    continue
                 d = it.data
                 if it.msg_type == "alert":
-                    cur = c.execute(
-                        "INSERT INTO alerts (uuid, checkpoint, t, kind, severity, score, source, created, received, data)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (it.msg_id, it.checkpoint, _num(d.get("t")), _s(d.get("kind")), _s(d.get("severity")),
-                         _num(d.get("score")), _s(d.get("source")), it.created, now, json.dumps(d, default=_bin)),
-                    )
-                    new = cur.rowcount == 1
-                    if new:
-                        c.executemany(
-                            "INSERT INTO evidence (alert_uuid, name, mime, size, sha256, path, missing)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                            [(it.msg_id, e.name, e.mime, e.size, e.sha256, e.path, int(e.missing))
-                             for e in it.evidence],
-                        )
+                    alerts.append((it.msg_id, it.checkpoint, _num(d.get("t")), _s(d.get("kind")), _s(d.get("severity")),
+                                   _num(d.get("score")), _s(d.get("source")), it.created, now,
+                                   json.dumps(d, default=_bin)))
+                    evidence += [(it.msg_id, e.name, e.mime, e.size, e.sha256, e.path, int(e.missing))
+                                 for e in it.evidence]
                 else:
-                    cur = c.execute(
-                        "INSERT INTO decisions (uuid, alert_uuid, checkpoint, created, received, data)"
-                        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (it.msg_id, _s(d.get("alert_uuid")), it.checkpoint, it.created, now,
-                         json.dumps(d, default=_bin)),
-                    )
-                    new = cur.rowcount == 1
-                out.append(new)
+                    decisions.append((it.msg_id, _s(d.get("alert_uuid")), it.checkpoint, it.created, now,
+                                      json.dumps(d, default=_bin)))
+            c.executemany("INSERT INTO alerts (uuid, checkpoint, t, kind, severity, score, source, created, received,"
+                          " data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", alerts)
+            c.executemany("INSERT INTO evidence (alert_uuid, name, mime, size, sha256, path, missing)"
+                          " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", evidence)
+            c.executemany("INSERT INTO decisions (uuid, alert_uuid, checkpoint, created, received, data)"
+                          " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", decisions)
             return out
 
         return self._tx(tx)  # type: ignore[return-value]

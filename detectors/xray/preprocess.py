@@ -135,7 +135,7 @@ def materials(high: np.ndarray, low: np.ndarray | None, model: ZeffModel = ZEFF_
     bl, bh = cv2.blur(mu_l, k), cv2.blur(mu_h, k)
     # model.zeff(ratio), written in place: on a 448 x 640 frame the temporaries of the plain
     # expression cost more than the arithmetic (measured: ~3 ms -> ~1.5 ms per frame)
-    np.maximum(bh, MIN_MU, out=bh)
+    cv2.max(bh, MIN_MU, dst=bh)  # OpenCV's: twice as fast as np.maximum with a scalar here
     r = np.divide(bl, bh, out=bl)
     np.clip(r, model.a + 1e-3, model.b - 1e-3, out=r)
     x = np.subtract(r, model.a, out=bh)
@@ -144,8 +144,8 @@ def materials(high: np.ndarray, low: np.ndarray | None, model: ZeffModel = ZEFF_
     x *= 1.0 / model.k
     zeff = np.cbrt(x, out=x)
     np.minimum(zeff, 40.0, out=zeff)
-    zeff[mu_h <= MIN_MU] = 0.0
-    zeff[mu_l > OPAQUE_MU] = 30.0
+    np.copyto(zeff, 0.0, where=mu_h <= MIN_MU)  # copyto: no index arrays, unlike zeff[mask] = v
+    np.copyto(zeff, 30.0, where=mu_l > OPAQUE_MU)
     return Materials(mu_h, mu_l, zeff, True)
 
 
