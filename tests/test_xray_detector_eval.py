@@ -41,11 +41,20 @@ def test_evaluate_layout_and_plots(dataset, tmp_path):
             pd = res[w]["classes"][c]["pd"]
             assert (pd is None) == (not carried) and (pd is None or 0 <= pd <= 1)
         assert res[w]["false_alarms_per_clean_bag"] >= 0
+        # per hiding place: every labelled object counted once, under its class and place
+        by = res[w]["by_place"]
+        want: dict = {}
+        for r in labels:
+            for o in r["objects"]:
+                want.setdefault(o["cls"], {}).setdefault(o["place"], 0)
+                want[o["cls"]][o["place"]] += 1
+        assert {c: {p: v["objects"] for p, v in ps.items()} for c, ps in by.items()} == want
+        assert all(0 <= v["pd"] <= 1 for ps in by.values() for v in ps.values())
     for png in ("pr_curves.png", "examples_baseline.png"):
         img = cv2.imread(str(tmp_path / png))
         assert img is not None and img.shape[0] > 100
     table = format_table(res)
-    assert "narcotics" in table and "FA/clean bag" in table
+    assert "narcotics" in table and "FA/clean bag" in table and "hiding place" in table
 
 
 def test_eval_cli_json(dataset, tmp_path):

@@ -48,7 +48,8 @@ def test_export_loads_in_the_runtime_with_names_and_thresholds(tmp_path):
     net, facts = train.train(bags=6, epochs=1, seed=5, batch=3, progress=False)
     path = tmp_path / "m.onnx"
     train.export(net, path, facts)
-    thr = train.calibrate(path, seed=6, bags=4, progress=False)
+    thr, facts = train.calibrate(path, seed=6, bags=4, progress=False)
+    assert facts["fa_total"] <= facts["budget"] or all(v == 0.95 for v in thr.values())
     assert set(thr) == set(CLASSES) and all(0.1 <= v <= 0.95 for v in thr.values())
     det = load_detector(path, "zastava")
     assert det.class_names == list(CLASSES) and det.model_thresholds == thr
@@ -56,3 +57,17 @@ def test_export_loads_in_the_runtime_with_names_and_thresholds(tmp_path):
     assert json.loads(meta["train"])["seed"] == 5
     bag = make_bag(np.random.default_rng(0), "weapon")
     assert isinstance(det.detect(bag.high, bag.low), list)
+
+
+def test_thresholds_spend_the_false_alarm_budget_where_it_buys_detections():
+    # weapons: separable (no false alarms at any threshold); narcotics: confused with food, so its
+    # detections cost false alarms. An even split would hold narcotics at 0.8; the joint choice
+    # gives narcotics the budget weapons do not need.
+    fa = {"narcotics": [0.3] * 2 + [0.5] * 2 + [0.9] * 1, "weapon": []}
+    pd = {"narcotics": [0.35] * 6 + [0.55] * 2 + [0.95] * 2, "weapon": [0.9] * 10}
+    thr, facts = train.choose_thresholds(fa, pd, clean=100, budget=0.03)
+    assert thr["weapon"] == 0.1  # free: as low as the grid goes
+    assert thr["narcotics"] == 0.35  # 3 false alarms in 100 clean bags: exactly the budget
+    assert facts["fa_total"] == 0.03 and facts["pd"]["narcotics"] == 1.0
+    thr, facts = train.choose_thresholds(fa, pd, clean=100, budget=0.01)
+    assert thr["narcotics"] == 0.55 and facts["fa_total"] <= 0.01  # 0.9 alarm only

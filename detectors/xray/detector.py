@@ -43,7 +43,7 @@ NMS_IOU = 0.45
 # candidates below this never reach NMS, whatever the per-class threshold (keeps NMS cheap)
 MIN_CANDIDATE_SCORE = 0.05
 MAX_CANDIDATES = 300
-OUTLINE_STEP = 2  # the bag outline is found on every 2nd row and column
+DESCRIBE_STEP = 2  # findings are described on every 2nd row and column (see describe)
 WALL_PX = 10  # ~15 mm at 1.5 mm/px: closer than that to the bag's outline = in the wall or lining
 
 
@@ -123,22 +123,27 @@ class Postprocess:
 
 
 def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[XrayFinding]:
-    """Material, Zeff and concealment of each kept box, from the image itself."""
+    """Material, Zeff and concealment of each kept box, from the image itself.
+
+    Judged on every DESCRIBE_STEP-th row and column (strided views, nothing copied): a box's
+    statistics do not need every pixel, and describing at full resolution cost a fifth of the
+    detector's overhead over the bare network (bench/bench_xray_detector.py)."""
     if len(boxes.scores) == 0:
         return []
-    # The outline at half resolution (a quarter of the work; a bag is hundreds of pixels wide):
-    # OUTLINE_STEP-subsampled mask, distances scaled back to full-resolution pixels.
-    inside_bag = bag_mask(m.mu_high[::OUTLINE_STEP, ::OUTLINE_STEP], kernel=5)
+    k = DESCRIBE_STEP
+    half = Materials(m.mu_high[::k, ::k], m.mu_low[::k, ::k], m.zeff[::k, ::k], m.dual)
+    inside_bag = bag_mask(half.mu_high, kernel=5)
     # a zero border: a bag cut by the image edge has its wall there (and an all-inside mask would
-    # otherwise get FLT_MAX distances)
+    # otherwise get FLT_MAX distances); distances in full-resolution pixels
     framed = cv2.copyMakeBorder(inside_bag, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    wall_dist = cv2.distanceTransform(framed, cv2.DIST_L2, 3)[1:-1, 1:-1] * OUTLINE_STEP
+    wall_dist = cv2.distanceTransform(framed, cv2.DIST_L2, 3)[1:-1, 1:-1] * k
     out = []
     for (x1, y1, x2, y2), s, c in zip(boxes.boxes, boxes.scores, boxes.classes, strict=True):
         b = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2)))
-        material, zeff = box_material(m, b)
+        hb = (b[0] // k, b[1] // k, max(b[2] // k, b[0] // k + 1), max(b[3] // k, b[1] // k + 1))
+        material, zeff = box_material(half, hb)
         cls = class_names[int(c)]
-        concealed, reason = concealment(m, inside_bag, wall_dist, b, cls)
+        concealed, reason = concealment(half, inside_bag, wall_dist, hb, cls, px_mm_scale=k)
         out.append(XrayFinding(cls, float(s), b, material, zeff, concealed, reason))
     return out
 
@@ -150,7 +155,8 @@ def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, flo
     mu = m.mu_high[y1:y2, x1:x2]
     if mu.size == 0:
         return "none", 0.0
-    sel = mu >= max(np.percentile(mu, 66), MIN_MU)
+    sel = mu >= max(float(np.partition(mu, int(0.66 * (mu.size - 1)), axis=None)[int(0.66 * (mu.size - 1))]),
+                    MIN_MU)
     if not sel.any():
         return "none", 0.0
     mats = m.region(slice(y1, y2), slice(x1, x2))[sel]
@@ -161,34 +167,30 @@ def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, flo
     return material, round(zeff, 1)
 
 
-def _full_res(half: np.ndarray, y1: int, y2: int, x1: int, x2: int) -> np.ndarray:
-    """The full-resolution window [y1:y2, x1:x2] of an OUTLINE_STEP-subsampled map."""
-    k = OUTLINE_STEP
-    return half[np.minimum(np.arange(y1, y2) // k, half.shape[0] - 1)][:, np.minimum(np.arange(x1, x2) // k,
-                                                                                      half.shape[1] - 1)]
-
-
 def concealment(m: Materials, inside_bag: np.ndarray, wall_dist: np.ndarray, box: tuple[int, int, int, int],
-                cls: str) -> tuple[bool, str | None]:
+                cls: str, px_mm_scale: int = 1) -> tuple[bool, str | None]:
     """Whether the object sits inside another object, judged from a ring around its box:
 
     - a structural concealment finding (false bottom, double wall) is concealment by definition;
     - a ring mostly metal/inorganic -> inside electronics, a bottle or a tin;
     - a ring that is itself dense (the box's surroundings attenuate like packed contents) -> under
       dense clutter;
-    - an object within WALL_PX of the bag's outline -> in the lining / wall.
+    - an object within WALL_PX (full-resolution pixels) of the bag's outline -> in the lining / wall.
+
+    `m`, `inside_bag`, `wall_dist` and `box` share one grid, `px_mm_scale` full-resolution pixels
+    per cell; wall_dist is in full-resolution pixels.
     """
     if cls == "concealment":
         return True, "structural: false bottom or double wall"
     x1, y1, x2, y2 = box
     h, w = m.mu_high.shape
-    pad = max(4, int(0.15 * max(x2 - x1, y2 - y1)))
+    pad = max(4 // px_mm_scale, int(0.15 * max(x2 - x1, y2 - y1)), 1)
     X1, Y1, X2, Y2 = max(0, x1 - pad), max(0, y1 - pad), min(w, x2 + pad), min(h, y2 + pad)
     ring = np.ones((Y2 - Y1, X2 - X1), bool)
     ring[y1 - Y1:y2 - Y1, x1 - X1:x2 - X1] = False
     if not ring.any():
         return False, None
-    if _full_res(inside_bag, Y1, Y2, X1, X2)[ring].mean() < 0.5:
+    if inside_bag[Y1:Y2, X1:X2][ring].mean() < 0.5:
         return False, None  # mostly outside the bag: loose on the belt
     mats = m.region(slice(Y1, Y2), slice(X1, X2))[ring]
     hard = np.isin(mats, (2, METAL)).mean()
@@ -197,7 +199,7 @@ def concealment(m: Materials, inside_bag: np.ndarray, wall_dist: np.ndarray, box
     mu_ring = float(np.median(m.mu_high[Y1:Y2, X1:X2][ring]))
     if mu_ring > 1.2:
         return True, f"under dense clutter (surroundings attenuate {mu_ring:.1f})"
-    d = _full_res(wall_dist, y1, y2, x1, x2)
+    d = wall_dist[y1:y2, x1:x2]
     if (d > 0).any() and float(d[d > 0].min()) <= WALL_PX:
         return True, "in the bag wall or lining"
     return False, None

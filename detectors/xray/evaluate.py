@@ -40,6 +40,7 @@ class Sample:
     high: np.ndarray
     low: np.ndarray | None
     truth: list[tuple[str, tuple[int, int, int, int]]]
+    places: list[str] | None = None  # hiding place of each truth object, when the labels say
 
 
 def _read16(path: Path) -> np.ndarray:
@@ -63,11 +64,12 @@ def load_dataset(data: Path) -> Iterator[Sample]:
                 high = _read16(data / rec["high"])
                 low = _read16(data / rec["low"]) if rec.get("low") else None
                 truth = [(str(o["cls"]), tuple(int(v) for v in o["box"])) for o in rec.get("objects", [])]
+                places = [str(o.get("place") or "unknown") for o in rec.get("objects", [])]
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise ValueError(f"{labels}:{n + 1}: bad label line ({type(e).__name__}: {e})") from e
             if len(truth) and any(len(b) != 4 for _, b in truth):
                 raise ValueError(f"{labels}:{n + 1}: a box is not [x1, y1, x2, y2]")
-            yield Sample(str(rec.get("bag_id", n)), high, low, truth)
+            yield Sample(str(rec.get("bag_id", n)), high, low, truth, places)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -102,7 +104,7 @@ def average_precision(scored: list[tuple[float, bool]], n_true: int) -> tuple[fl
 
 
 def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
-                   thresholds: dict[str, float]) -> tuple[dict, dict]:
+                   thresholds: dict[str, float], places: list[list[str]] | None = None) -> tuple[dict, dict]:
     """Figures in the published layout, and the PR curves per class for the plots."""
     classes, curves = {}, {}
     clean = [i for i, t in enumerate(truths) if not t]
@@ -134,7 +136,27 @@ def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str
                       "ap50": round(ap, 4) if n_true else None}
         curves[c] = (rec, prec)
     fa = sum(1 for i in clean for f in per_bag[i] if f.score >= thresholds.get(f.cls, 0.5))
-    return {"classes": classes, "false_alarms_per_clean_bag": round(fa / len(clean), 4) if clean else None}, curves
+    out = {"classes": classes, "false_alarms_per_clean_bag": round(fa / len(clean), 4) if clean else None}
+    if places is not None:
+        out["by_place"] = detection_by_place(per_bag, truths, places, thresholds)
+    return out, curves
+
+
+def detection_by_place(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
+                       places: list[list[str]], thresholds: dict[str, float]) -> dict:
+    """Per class and hiding place: of the objects hidden there, the share found at the operating
+    threshold (IoU >= PD_IOU). What an analyst needs to see where a model is blind; per object,
+    not per bag, because one bag can hide the same class in two places."""
+    tally: dict[str, dict[str, list[int]]] = {}
+    for finds, truth, where in zip(per_bag, truths, places, strict=True):
+        for (c, box), place in zip(truth, where, strict=True):
+            op = [f.box for f in finds if f.cls == c and f.score >= thresholds.get(c, 0.5)]
+            hit = bool(op) and bool((iou(np.array(op), np.array([box])) >= PD_IOU).any())
+            t = tally.setdefault(c, {}).setdefault(place, [0, 0])
+            t[0] += hit
+            t[1] += 1
+    return {c: {p: {"pd": round(h / n, 4), "objects": n} for p, (h, n) in sorted(by.items())}
+            for c, by in sorted(tally.items())}
 
 
 def run_all(detector, samples: Iterable[Sample], progress: bool = False) -> tuple[list, list, list[str], float]:
@@ -220,12 +242,13 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     details: dict = {"pd_iou": PD_IOU, "ap_iou": AP_IOU}
     samples = list(load_dataset(data))
     truths = [s.truth for s in samples]
+    places = [s.places for s in samples] if all(s.places is not None for s in samples) else None
     runs = {}
     if model.is_file():
         det = load_detector(model, "zastava", thresholds=raw, threads=1)
         op = {c: model_thresholds(model).get(c, 0.5) for c in CLASSES}
         per_bag, _, _, spent = run_all(det, samples, progress)
-        result["model"], curves["model"] = score_detector(per_bag, truths, op)
+        result["model"], curves["model"] = score_detector(per_bag, truths, op, places)
         details["model"] = {"path": str(model), "thresholds": op, "ms_per_bag": round(1000 * spent / len(samples), 2)}
         runs["model"] = (per_bag, op)
     else:
@@ -233,7 +256,7 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     base = load_detector("physics", thresholds=raw)
     per_bag, _, _, spent = run_all(base, samples, progress)
     bop = {c: BASELINE_THRESHOLD for c in CLASSES}
-    result["baseline"], curves["baseline"] = score_detector(per_bag, truths, bop)
+    result["baseline"], curves["baseline"] = score_detector(per_bag, truths, bop, places)
     details["baseline"] = {"thresholds": bop, "ms_per_bag": round(1000 * spent / len(samples), 2)}
     runs["baseline"] = (per_bag, bop)
     result["bags"] = len(samples)
@@ -268,4 +291,12 @@ def format_table(result: dict) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'FA/clean bag':<12}" + "".join(f"{fmt(result[w]['false_alarms_per_clean_bag']):>14}{'':>16}"
                                                    for w in who))
+    if all("by_place" in result[w] for w in who):
+        lines += ["", f"{'class':<12}{'hiding place':<16}{'objects':>8}" + "".join(f"{w + ' pd':>14}" for w in who)]
+        for c, by in result[who[0]]["by_place"].items():
+            for place, r in by.items():
+                row = f"{c:<12}{place:<16}{r['objects']:>8}"
+                for w in who:
+                    row += f"{fmt(result[w]['by_place'].get(c, {}).get(place, {}).get('pd')):>14}"
+                lines.append(row)
     return "\n".join(lines)

@@ -216,39 +216,86 @@ def export(net: XrayNet, path: Path, facts: dict) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def calibrate(path: Path, seed: int, bags: int = 1000, fa_per_clean_bag: float = 0.0075,
-              progress: bool = True) -> dict[str, float]:
-    """Choose each class's operating threshold on a validation draw (its own seed, never the
-    training one nor the held-out test's): the lowest threshold on a 0.05 grid (from 0.1) at
-    which that class's alarms on the draw's clean bags stay within `fa_per_clean_bag`. Four
-    classes at 0.0075 keep the whole detector within the 0.03 false alarms per clean bag the
-    issue asks for. The thresholds go into the ONNX metadata, where the runtime reads them."""
+# Weights of each class's detection rate when the operating thresholds share out the false-alarm
+# budget: narcotics and weapons are what the targets (and officers) care about most.
+CALIBRATION_WEIGHTS = {"narcotics": 2.0, "weapon": 2.0, "currency": 1.0, "concealment": 1.0}
+THRESHOLD_GRID = np.round(np.arange(0.10, 0.951, 0.05), 2)
+
+
+def choose_thresholds(fa_scores: dict[str, list[float]], pd_scores: dict[str, list[float]], clean: int,
+                      budget: float, weights: dict[str, float] | None = None) -> tuple[dict[str, float], dict]:
+    """Per-class thresholds on THRESHOLD_GRID that maximise the weighted sum of detection rates while
+    all classes together stay within `budget` false alarms per clean bag.
+
+    fa_scores[c]: scores of class-c findings on clean bags; pd_scores[c]: per bag carrying c, the best
+    score of a class-c finding overlapping its object (0 if none). Every combination is tried (19^4
+    for four classes, a vectorised sum): a budget split evenly between classes wastes it on classes
+    that raise no false alarms at all while narcotics, the class that confuses with food, starves."""
+    weights = weights or CALIBRATION_WEIGHTS
+    classes = list(fa_scores)
+    g = THRESHOLD_GRID
+    fa = [np.array([(np.asarray(fa_scores[c]) >= t).sum() / max(clean, 1) for t in g]) for c in classes]
+    pd = [np.array([(np.asarray(pd_scores[c]) >= t).mean() if len(pd_scores[c]) else 0.0 for t in g])
+          for c in classes]
+    total_fa = np.zeros((len(g),) * len(classes))
+    gain = np.zeros_like(total_fa)
+    for k, c in enumerate(classes):
+        shape = [1] * len(classes)
+        shape[k] = len(g)
+        total_fa = total_fa + fa[k].reshape(shape)
+        gain = gain + weights.get(c, 1.0) * pd[k].reshape(shape)
+    # among feasible combinations: best gain, then fewest false alarms
+    score = np.where(total_fa <= budget + 1e-12, gain - 1e-3 * total_fa, -np.inf)
+    if not np.isfinite(score).any():  # even the highest thresholds alarm too often: take those
+        idx = (len(g) - 1,) * len(classes)
+    else:
+        idx = np.unravel_index(int(np.argmax(score)), score.shape)
+    thresholds = {c: float(g[i]) for c, i in zip(classes, idx, strict=True)}
+    facts = {"fa_per_clean_bag": {c: round(float(fa[k][idx[k]]), 4) for k, c in enumerate(classes)},
+             "pd": {c: round(float(pd[k][idx[k]]), 4) for k, c in enumerate(classes)},
+             "fa_total": round(float(total_fa[idx]), 4), "budget": budget, "weights": weights}
+    return thresholds, facts
+
+
+def calibrate(path: Path, seed: int, bags: int = 2000, fa_per_clean_bag: float = 0.025,
+              progress: bool = True) -> tuple[dict[str, float], dict]:
+    """Choose the operating thresholds on a validation draw (its own seed, never the training one
+    nor the held-out test's): choose_thresholds with a budget of `fa_per_clean_bag` for all classes
+    together, a little under the issue's 0.03 to leave room for the draw's sampling error. The
+    thresholds go into the ONNX metadata, where the runtime reads them."""
     import onnx
 
     from detectors.xray.detector import MIN_CANDIDATE_SCORE, load_detector
+    from detectors.xray.evaluate import iou
     from hw_sim.xray.scene import make_bag
 
     det = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES})
     rng = np.random.default_rng(seed)
     kinds, probs = list(MIX), np.array(list(MIX.values()))
     fa_scores: dict[str, list[float]] = {c: [] for c in CLASSES}
+    pd_scores: dict[str, list[float]] = {c: [] for c in CLASSES}
     clean = 0
     for i in range(bags):
         kind = kinds[int(rng.choice(len(kinds), p=probs))]
         bag = make_bag(rng, contraband=kind)
+        found = det.detect(bag.high, bag.low)
         if kind is None:
             clean += 1
-            for f in det.detect(bag.high, bag.low):
+            for f in found:
                 fa_scores[f.cls].append(f.score)
+        for c in {o.cls for o in bag.objects}:
+            truth = np.array([o.box for o in bag.objects if o.cls == c], float)
+            mine = [f for f in found if f.cls == c]
+            best = 0.0
+            if mine:
+                ov = iou(np.array([f.box for f in mine], float), truth)
+                hits = [f.score for f, row in zip(mine, ov, strict=True) if row.max() >= 0.3]
+                best = max(hits, default=0.0)
+            pd_scores[c].append(best)
         if progress and (i + 1) % 200 == 0:
             print(f"  calibration bags {i + 1}/{bags}", file=sys.stderr)
-    thresholds = {}
-    for c in CLASSES:
-        s = np.array(fa_scores[c])
-        for t in np.arange(0.1, 0.951, 0.05):
-            if (s >= t).sum() / max(clean, 1) <= fa_per_clean_bag:
-                break
-        thresholds[c] = round(float(t), 2)
+    thresholds, facts = choose_thresholds(fa_scores, pd_scores, clean, fa_per_clean_bag)
+    facts["clean_bags"] = clean
     m = onnx.load(str(path))
     for e in list(m.metadata_props):
         if e.key == "thresholds":
@@ -256,7 +303,7 @@ def calibrate(path: Path, seed: int, bags: int = 1000, fa_per_clean_bag: float =
     e = m.metadata_props.add()
     e.key, e.value = "thresholds", json.dumps(thresholds, sort_keys=True)
     onnx.save(m, str(path))
-    return thresholds
+    return thresholds, facts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=Path, help="save the weights here after every epoch")
     ap.add_argument("--calibrate-only", action="store_true",
                     help="only choose the operating thresholds of an existing OUT/zastava-xray.onnx")
-    ap.add_argument("--calibration-bags", type=int, default=1000)
+    ap.add_argument("--calibration-bags", type=int, default=2000)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"
@@ -285,10 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                            threads=a.threads, checkpoint=a.checkpoint)
         export(net, path, facts)
     t0 = time.monotonic()
-    facts["calibration"] = {"seed": facts["seed"] + 1000, "bags": a.calibration_bags,
-                            "thresholds": calibrate(path, facts["seed"] + 1000, a.calibration_bags,
-                                                    progress=not a.quiet),
-                            "seconds": round(time.monotonic() - t0, 1)}
+    thresholds, on_draw = calibrate(path, facts["seed"] + 1000, a.calibration_bags, progress=not a.quiet)
+    facts["calibration"] = {"seed": facts["seed"] + 1000, "bags": a.calibration_bags, "thresholds": thresholds,
+                            "on_calibration_draw": on_draw, "seconds": round(time.monotonic() - t0, 1)}
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     facts["sha256"] = sha
     log_path.write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
