@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from central.store import HubStore, open_store
+from common.durable import fsync_dir
 
 log = logging.getLogger("zastava.central.retention")
 
@@ -131,14 +132,6 @@ class _Side:
 
 
 # --- durable file plumbing ------------------------------------------------------------------------------
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _makedirs_durable(d: Path, stop: Path) -> None:
     """mkdir -p, fsyncing each parent whose listing changed, up to `stop` (already durable)."""
     missing = []
@@ -148,7 +141,7 @@ def _makedirs_durable(d: Path, stop: Path) -> None:
         p = p.parent
     for m in reversed(missing):
         m.mkdir(exist_ok=True)
-        _fsync_dir(m.parent)
+        fsync_dir(m.parent)
 
 
 def _place_evidence(src: Path, dst: Path) -> None:
@@ -237,11 +230,11 @@ def _remove_sources(data_dir: Path, dest: Path, alerts: list[dict]) -> None:
                 dirs.add(src.parent)
     today = {time.strftime("%Y-%m-%d", time.gmtime(time.time() - k * DAY)) for k in (0, 1)}
     for d in dirs:  # evidence/<checkpoint>/<day>/: the hub may be writing today's and yesterday's
-        _fsync_dir(d)
+        fsync_dir(d)
         if d.name not in today:
             try:
                 d.rmdir()
-                _fsync_dir(d.parent)
+                fsync_dir(d.parent)
             except OSError:
                 pass  # not empty: files of younger alerts stay
 
@@ -251,7 +244,7 @@ def _finish(side: _Side, data_dir: Path, dest: Path, pending: Path, alerts: list
     _remove_sources(data_dir, dest, alerts)
     final = pending.with_name(pending.name[: -len(PENDING)])
     os.replace(pending, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return final
 
 
@@ -304,13 +297,13 @@ def stage_batch(side: _Side, data_dir: Path, dest: Path, cutoff: float, received
             new_dirs.add(dst.parent)
             report.evidence_files += 1
     for d in new_dirs:
-        _fsync_dir(d)
+        fsync_dir(d)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     seq = len(list(dest.glob(f"alerts-{stamp}-*")))
     name = f"alerts-{stamp}-{seq:04d}.csv" + (".gz" if compress else "")
     pending = dest / (name + PENDING)
     _write_csv_durable(pending, alerts, compress)
-    _fsync_dir(dest)
+    fsync_dir(dest)
     return pending, alerts
 
 

@@ -68,6 +68,7 @@ class Sender:
         self.server_key = load_public(server_public_key)
         self.public_key, self.secret_key = load_pair(secret_key)
         self.evidence_dir = Path(evidence_dir)
+        self._evidence_root = str(self.evidence_dir)
         self.heartbeat_s = heartbeat_s
         self.batch = batch
         self.on_downlink = on_downlink
@@ -237,7 +238,13 @@ class Sender:
                             self._state["last_ack"] = time.time()
                         dirty = True
                 # un-acked for too long: the hub or the path lost it; read it again from the outbox
-                stale = [i for i, t in inflight.items() if now - t > self.ack_timeout_s]
+                # inflight is in send order (a dict keeps insertion order and an id is only
+                # re-added after it left), so the stale ones are a prefix: no full scan per turn
+                stale = []
+                for i, t in inflight.items():
+                    if now - t <= self.ack_timeout_s:
+                        break
+                    stale.append(i)
                 for i in stale:
                     del inflight[i]
                 if stale:
@@ -350,14 +357,15 @@ class Sender:
 
     def _read_evidence(self, e: dict) -> bytes | None:
         rel = str(e.get("path", ""))
-        # a lexical check, not Path.resolve(): resolving cost two lstat() per path component per
-        # file, a third of the sender's CPU at 20 kB evidence
-        if not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+        # a lexical check on strings, not Path.resolve() nor even Path(): resolving cost two
+        # lstat() per path component per file, and pathlib objects ~40 us per file, together a
+        # third of the sender's CPU at 20 kB evidence
+        if not rel or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/") or "\0" in rel:
             self._error(f"evidence path {rel!r} leaves the evidence folder; sent as missing")
             return None
-        p = self.evidence_dir / rel
         try:
-            blob = p.read_bytes()
+            with open(os.path.join(self._evidence_root, rel), "rb") as fh:
+                blob = fh.read()
         except OSError:
             log.info("evidence %s no longer on disk (evicted?); sent as missing", e["path"])
             return None

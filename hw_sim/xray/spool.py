@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import tifffile
 
+from common.durable import fsync_dir
+
 
 def _check_name(name: str) -> None:
     if "/" in name or name.startswith(".") or not name:
@@ -36,14 +38,6 @@ def _write_part(folder: Path, name: str, data: bytes) -> Path:
     return tmp
 
 
-def _fsync_dir(folder: Path) -> None:
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def atomic_write(folder: Path, name: str, data: bytes) -> Path:
     """Write `data` to folder/name atomically (dotfile, fsync, rename, fsync folder)."""
     return atomic_write_many(folder, {name: data})[0]
@@ -61,7 +55,7 @@ def atomic_write_many(folder: Path, files: dict[str, bytes]) -> list[Path]:
     parts = [(_write_part(folder, name, data), folder / name) for name, data in files.items()]
     for tmp, final in parts:
         os.replace(tmp, final)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return [final for _, final in parts]
 
 
