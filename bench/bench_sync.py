@@ -37,7 +37,7 @@ import zmq
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from sync.harness import Rig, wait_for  # noqa: E402
+from sync.harness import Rig, evidence_blob, wait_for  # noqa: E402
 
 EVIDENCE = 20_000
 
@@ -188,7 +188,7 @@ class Bare:
         for _ in range(k):
             u = str(uuid.uuid4())
             p = self.root / "edgeev" / f"{u}.jpg"
-            p.write_bytes(os.urandom(EVIDENCE))
+            p.write_bytes(evidence_blob(EVIDENCE))
             rows.append((u, time.time(), str(p)))
         self.edge.execute("BEGIN")
         self.edge.executemany("INSERT INTO out (id, created, path) VALUES (?, ?, ?)", rows)
