@@ -143,7 +143,7 @@ def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[Xr
         hb = (b[0] // k, b[1] // k, max(b[2] // k, b[0] // k + 1), max(b[3] // k, b[1] // k + 1))
         material, zeff = box_material(half, hb)
         cls = class_names[int(c)]
-        concealed, reason = concealment(half, inside_bag, wall_dist, hb, cls, px_mm_scale=k)
+        concealed, reason = concealment(half, inside_bag, wall_dist, hb, cls, step=k)
         out.append(XrayFinding(cls, float(s), b, material, zeff, concealed, reason))
     return out
 
@@ -155,8 +155,8 @@ def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, flo
     mu = m.mu_high[y1:y2, x1:x2]
     if mu.size == 0:
         return "none", 0.0
-    sel = mu >= max(float(np.partition(mu, int(0.66 * (mu.size - 1)), axis=None)[int(0.66 * (mu.size - 1))]),
-                    MIN_MU)
+    k = int(0.66 * (mu.size - 1))  # the 66th percentile by selection, not np.percentile's sort
+    sel = mu >= max(float(np.partition(mu, k, axis=None)[k]), MIN_MU)
     if not sel.any():
         return "none", 0.0
     mats = m.region(slice(y1, y2), slice(x1, x2))[sel]
@@ -168,7 +168,7 @@ def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, flo
 
 
 def concealment(m: Materials, inside_bag: np.ndarray, wall_dist: np.ndarray, box: tuple[int, int, int, int],
-                cls: str, px_mm_scale: int = 1) -> tuple[bool, str | None]:
+                cls: str, step: int = 1) -> tuple[bool, str | None]:
     """Whether the object sits inside another object, judged from a ring around its box:
 
     - a structural concealment finding (false bottom, double wall) is concealment by definition;
@@ -177,14 +177,14 @@ def concealment(m: Materials, inside_bag: np.ndarray, wall_dist: np.ndarray, box
       dense clutter;
     - an object within WALL_PX (full-resolution pixels) of the bag's outline -> in the lining / wall.
 
-    `m`, `inside_bag`, `wall_dist` and `box` share one grid, `px_mm_scale` full-resolution pixels
-    per cell; wall_dist is in full-resolution pixels.
+    `m`, `inside_bag`, `wall_dist` and `box` share one grid of every `step`-th full-resolution
+    pixel; wall_dist is in full-resolution pixels.
     """
     if cls == "concealment":
         return True, "structural: false bottom or double wall"
     x1, y1, x2, y2 = box
     h, w = m.mu_high.shape
-    pad = max(4 // px_mm_scale, int(0.15 * max(x2 - x1, y2 - y1)), 1)
+    pad = max(4 // step, int(0.15 * max(x2 - x1, y2 - y1)), 1)
     X1, Y1, X2, Y2 = max(0, x1 - pad), max(0, y1 - pad), min(w, x2 + pad), min(h, y2 + pad)
     ring = np.ones((Y2 - Y1, X2 - X1), bool)
     ring[y1 - Y1:y2 - Y1, x1 - X1:x2 - X1] = False

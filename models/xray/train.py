@@ -266,7 +266,7 @@ def calibrate(path: Path, seed: int, bags: int = 2000, fa_per_clean_bag: float =
     import onnx
 
     from detectors.xray.detector import MIN_CANDIDATE_SCORE, load_detector
-    from detectors.xray.evaluate import iou
+    from detectors.xray.evaluate import PD_IOU, iou
     from hw_sim.xray.scene import make_bag
 
     det = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES})
@@ -289,7 +289,7 @@ def calibrate(path: Path, seed: int, bags: int = 2000, fa_per_clean_bag: float =
             best = 0.0
             if mine:
                 ov = iou(np.array([f.box for f in mine], float), truth)
-                hits = [f.score for f, row in zip(mine, ov, strict=True) if row.max() >= 0.3]
+                hits = [f.score for f, row in zip(mine, ov, strict=True) if row.max() >= PD_IOU]
                 best = max(hits, default=0.0)
             pd_scores[c].append(best)
         if progress and (i + 1) % 200 == 0:
