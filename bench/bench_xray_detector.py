@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from detectors.xray.detector import load_detector  # noqa: E402
-from detectors.xray.preprocess import materials, model_input_from, pseudocolor  # noqa: E402
+from detectors.xray.preprocess import model_input, pseudocolor  # noqa: E402
 from hw_sim.xray.scene import make_bag  # noqa: E402
 
 MODEL = HERE.parent / "models" / "xray" / "zastava-xray.onnx"
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     bare = ort.InferenceSession(str(a.model), so, providers=["CPUExecutionProvider"])
     name = bare.get_inputs()[0].name
-    tensors = [model_input_from(materials(h, lo), det.size_hw) for h, lo in pairs]
+    tensors = [model_input(h, lo, det.size_hw) for h, lo in pairs]
     base = load_detector("physics")
 
     for x in tensors[:3]:  # warm both sessions up
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         t_ours.append(timed(lambda p: det.detect(*p), pairs, 1))
         t_bare.append(timed(lambda x: bare.run(None, {name: x}), tensors, 1))
     t_ours, t_bare = np.concatenate(t_ours), np.concatenate(t_bare)
-    t_pre = timed(lambda p: model_input_from(materials(*p), det.size_hw), pairs, max(1, repeats // 2))
+    t_pre = timed(lambda p: model_input(*p, det.size_hw), pairs, max(1, repeats // 2))
     t_pc = timed(lambda p: pseudocolor(*p), pairs, max(1, repeats // 2))
     t_base = timed(lambda p: base.detect(*p), pairs, max(1, repeats // 4))
 

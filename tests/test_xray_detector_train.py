@@ -44,6 +44,21 @@ def test_targets_put_a_peak_at_each_object_centre():
     assert np.array_equal(flipped[0], heat[0][:, ::-1])
 
 
+@pytest.mark.parametrize("fx,fy", [(True, False), (False, True), (True, True)])
+def test_flipped_batch_targets_are_the_targets_of_the_flipped_boxes(fx, fy):
+    """Training flips the encoded arrays instead of re-encoding: that must give what encoding
+    the mirrored boxes gives (objects off the cell edges, where the peak cell is unambiguous)."""
+    objs = [[(0, [41.0, 21.0, 83.0, 63.0]), (1, [201.0, 101.0, 211.0, 181.0])], [(3, [10.0, 9.0, 310.0, 201.0])]]
+    enc = train.encode_all(objs)
+    heat, ltrb, wgt = train.batch_targets(enc, np.array([0, 1]), np.array([fx, fx]), np.array([fy, fy]))
+    for k, o in enumerate(objs):
+        h2, l2, w2 = train.encode(o, flip_x=fx, flip_y=fy)
+        np.testing.assert_allclose(heat[k].numpy(), h2, atol=2e-3)
+        np.testing.assert_allclose(wgt[k].numpy(), w2, atol=2e-3)
+        np.testing.assert_allclose(ltrb[k].numpy(), l2, atol=1e-4)
+    assert heat.dtype == torch.float32 and ltrb.shape == (2, 4, *train.GRID_HW)
+
+
 def test_export_loads_in_the_runtime_with_names_and_thresholds(tmp_path):
     net, facts = train.train(bags=6, epochs=1, seed=5, batch=3, progress=False)
     path = tmp_path / "m.onnx"

@@ -23,8 +23,9 @@ import onnxruntime as ort
 
 from detectors.xray import CLASSES
 from detectors.xray.preprocess import (
+    INORGANIC,
+    INPUT_STEP,
     MATERIAL_NAMES,
-    METAL,
     MIN_MU,
     NONE,
     Materials,
@@ -125,25 +126,24 @@ class Postprocess:
 def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[XrayFinding]:
     """Material, Zeff and concealment of each kept box, from the image itself.
 
-    Judged on every DESCRIBE_STEP-th row and column (strided views, nothing copied): a box's
-    statistics do not need every pixel, and describing at full resolution cost a fifth of the
-    detector's overhead over the bare network (bench/bench_xray_detector.py)."""
+    Judged on a grid of every DESCRIBE_STEP-th pixel: a box's statistics do not need every pixel,
+    and describing at full resolution cost a fifth of the detector's overhead over the bare
+    network (bench/bench_xray_detector.py). Materials already on a coarser grid (our model's
+    input) are used as they are; full-resolution ones through strided views (nothing copied)."""
     if len(boxes.scores) == 0:
         return []
-    k = DESCRIBE_STEP
-    half = Materials(m.mu_high[::k, ::k], m.mu_low[::k, ::k], m.zeff[::k, ::k], m.dual)
-    inside_bag = bag_mask(half.mu_high, kernel=5)
-    # a zero border: a bag cut by the image edge has its wall there (and an all-inside mask would
-    # otherwise get FLT_MAX distances); distances in full-resolution pixels
-    framed = cv2.copyMakeBorder(inside_bag, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    wall_dist = cv2.distanceTransform(framed, cv2.DIST_L2, 3)[1:-1, 1:-1] * k
+    if m.step == 1 and DESCRIBE_STEP > 1:
+        k = DESCRIBE_STEP
+        m = Materials(m.mu_high[::k, ::k], m.mu_low[::k, ::k], m.zeff[::k, ::k], m.dual, k)
+    k = m.step
+    inside_bag = bag_mask(m.mu_high, kernel=5)
     out = []
     for (x1, y1, x2, y2), s, c in zip(boxes.boxes, boxes.scores, boxes.classes, strict=True):
         b = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2)))
         hb = (b[0] // k, b[1] // k, max(b[2] // k, b[0] // k + 1), max(b[3] // k, b[1] // k + 1))
-        material, zeff = box_material(half, hb)
+        material, zeff = box_material(m, hb)
         cls = class_names[int(c)]
-        concealed, reason = concealment(half, inside_bag, wall_dist, hb, cls, step=k)
+        concealed, reason = concealment(m, inside_bag, hb, cls, step=k)
         out.append(XrayFinding(cls, float(s), b, material, zeff, concealed, reason))
     return out
 
@@ -167,18 +167,18 @@ def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, flo
     return material, round(zeff, 1)
 
 
-def concealment(m: Materials, inside_bag: np.ndarray, wall_dist: np.ndarray, box: tuple[int, int, int, int],
-                cls: str, step: int = 1) -> tuple[bool, str | None]:
+def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, int], cls: str,
+                step: int = 1) -> tuple[bool, str | None]:
     """Whether the object sits inside another object, judged from a ring around its box:
 
     - a structural concealment finding (false bottom, double wall) is concealment by definition;
     - a ring mostly metal/inorganic -> inside electronics, a bottle or a tin;
     - a ring that is itself dense (the box's surroundings attenuate like packed contents) -> under
       dense clutter;
-    - an object within WALL_PX (full-resolution pixels) of the bag's outline -> in the lining / wall.
+    - an object within WALL_PX (full-resolution pixels, measured along rows and columns) of the
+      bag's outline or the image edge -> in the lining / wall.
 
-    `m`, `inside_bag`, `wall_dist` and `box` share one grid of every `step`-th full-resolution
-    pixel; wall_dist is in full-resolution pixels.
+    `m`, `inside_bag` and `box` share one grid of every `step`-th full-resolution pixel.
     """
     if cls == "concealment":
         return True, "structural: false bottom or double wall"
@@ -193,15 +193,21 @@ def concealment(m: Materials, inside_bag: np.ndarray, wall_dist: np.ndarray, box
     if inside_bag[Y1:Y2, X1:X2][ring].mean() < 0.5:
         return False, None  # mostly outside the bag: loose on the belt
     mats = m.region(slice(Y1, Y2), slice(X1, X2))[ring]
-    hard = np.isin(mats, (2, METAL)).mean()
+    hard = (mats >= INORGANIC).mean()  # inorganic or metal (the class codes are ordered)
     if m.dual and hard > 0.45:
         return True, "inside electronics or a container (metal/inorganic all around)"
     mu_ring = float(np.median(m.mu_high[Y1:Y2, X1:X2][ring]))
     if mu_ring > 1.2:
         return True, f"under dense clutter (surroundings attenuate {mu_ring:.1f})"
-    d = wall_dist[y1:y2, x1:x2]
-    if (d > 0).any() and float(d[d > 0].min()) <= WALL_PX:
-        return True, "in the bag wall or lining"
+    # Near the wall: the box grown by WALL_PX reaches outside the bag or the image (a bag cut by
+    # the image edge has its wall there). A window test instead of a distance transform of the
+    # whole frame, which cost more than the rest of describing (bench/bench_xray_detector.py).
+    r = max(1, WALL_PX // step)
+    if inside_bag[y1:y2, x1:x2].any():
+        if x1 - r < 0 or y1 - r < 0 or x2 + r > w or y2 + r > h:
+            return True, "in the bag wall or lining"
+        if not inside_bag[y1 - r:y2 + r, x1 - r:x2 + r].all():
+            return True, "in the bag wall or lining"
     return False, None
 
 
@@ -341,7 +347,9 @@ class OnnxDetector:
 
     def detect(self, high: np.ndarray, low: np.ndarray | None) -> list[XrayFinding]:
         check_pair(high, low)
-        m = materials(high, low)
+        # our model sees half resolution: its materials are computed there; the YOLO layouts
+        # need the full-resolution pseudo-colour image
+        m = materials(high, low, step=INPUT_STEP if self.layout == "zastava" else 1)
         x, geom = self.prepare(m, high, low)
         outputs = self.session.run(self.output_names, {self.input_name: x})
         cand = self.decode(outputs, geom, high.shape)

@@ -95,13 +95,14 @@ def attenuation(img: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Materials:
-    """Per-pixel results of the dual-energy analysis (all HxW). The class map is computed only
-    when asked for (the detector needs it only where it found something)."""
+    """Per-pixel results of the dual-energy analysis (all on one grid). The class map is computed
+    only when asked for (the detector needs it only where it found something)."""
 
     mu_high: np.ndarray  # float32 -ln T at the high energy
     mu_low: np.ndarray  # float32 -ln T at the low energy (= mu_high for single energy)
     zeff: np.ndarray  # float32 effective Z (0 where there is no material or single energy)
     dual: bool
+    step: int = 1  # the grid: every `step`-th image pixel, each the mean of a step x step block
 
     @cached_property
     def material(self) -> np.ndarray:
@@ -123,12 +124,25 @@ class Materials:
         return mat
 
 
-def materials(high: np.ndarray, low: np.ndarray | None, model: ZeffModel = ZEFF_MODEL) -> Materials:
-    """Effective Z per pixel from the ratio of the two attenuations (0 without a low image)."""
-    mu_h = attenuation(high)
+def bin_pixels(img: np.ndarray, step: int) -> np.ndarray:
+    """Mean transmission of each step x step block (a ragged edge dropped), as a detector with
+    pixels `step` times larger would read it. Binning before the log also makes the per-pixel log
+    a quarter of the work at step 2 (bench/bench_xray_detector.py)."""
+    if step == 1:
+        return img
+    h, w = img.shape[0] // step, img.shape[1] // step
+    return cv2.resize(img[:h * step, :w * step], (w, h), interpolation=cv2.INTER_AREA)
+
+
+def materials(high: np.ndarray, low: np.ndarray | None, model: ZeffModel = ZEFF_MODEL, step: int = 1) -> Materials:
+    """Effective Z per pixel from the ratio of the two attenuations (0 without a low image).
+
+    step > 1 works on binned pixels (bin_pixels): the detector's model sees half resolution
+    anyway. The console's pseudo-colour image uses step 1."""
+    mu_h = attenuation(bin_pixels(high, step))
     if low is None:
-        return Materials(mu_h, mu_h, np.zeros_like(mu_h), False)
-    mu_l = attenuation(low)
+        return Materials(mu_h, mu_h, np.zeros_like(mu_h), False, step)
+    mu_l = attenuation(bin_pixels(low, step))
     # The ratio of two noisy logs is noisier still on thin material: average 3x3 first (photon
     # noise is independent per pixel; objects are much larger than 3 px).
     k = (3, 3)
@@ -146,7 +160,7 @@ def materials(high: np.ndarray, low: np.ndarray | None, model: ZeffModel = ZEFF_
     np.minimum(zeff, 40.0, out=zeff)
     np.copyto(zeff, 0.0, where=mu_h <= MIN_MU)  # copyto: no index arrays, unlike zeff[mask] = v
     np.copyto(zeff, 30.0, where=mu_l > OPAQUE_MU)
-    return Materials(mu_h, mu_l, zeff, True)
+    return Materials(mu_h, mu_l, zeff, True, step)
 
 
 def _build_palette() -> np.ndarray:
@@ -195,11 +209,16 @@ MU_SCALE = 1.0 / 8.0
 Z_SCALE = 1.0 / 30.0
 
 
+# Our model's input is made from materials of pixels binned this many to a side.
+INPUT_STEP = 2
+
+
 def model_input(high: np.ndarray, low: np.ndarray | None, size_hw: tuple[int, int]) -> np.ndarray:
-    """[1, 3, H, W] float32 tensor for our model: mu_high, mu_low, zeff (scaled), resized with
-    area averaging. Single energy: mu_low = mu_high and zeff = 0 (the model is trained on some
-    single-energy bags so it still works on them)."""
-    return model_input_from(materials(high, low), size_hw)
+    """[1, 3, H, W] float32 tensor for our model: mu_high, mu_low, zeff (scaled), from materials
+    of pixels binned INPUT_STEP x INPUT_STEP, resized with area averaging where that grid is not the model's size.
+    Single energy: mu_low = mu_high and zeff = 0 (the model is trained on some single-energy bags
+    so it still works on them)."""
+    return model_input_from(materials(high, low, step=INPUT_STEP), size_hw)
 
 
 def model_input_from(m: Materials, size_hw: tuple[int, int]) -> np.ndarray:

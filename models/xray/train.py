@@ -1,6 +1,6 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
-    python -m models.xray.train [--bags 6000] [--epochs 14] [--batch 8] [--seed 1] [--threads 2] [--out models/xray]
+    python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--out models/xray]
 
 Deterministic for a seed and a thread count: bags are drawn from hw_sim.xray with numpy Generators
 seeded from it, torch is seeded and deterministic algorithms are on. The thread count changes the
@@ -16,6 +16,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,13 @@ OUT = Path(__file__).resolve().parent
 # Bag mix for training: a quarter clean (so the model learns ordinary contents), the rest spread
 # over the classes, narcotics and weapons more often (the operating priorities and the targets;
 # concealment bags carry a narcotics or currency payload half the time as well).
-MIX = {None: 0.26, "narcotics": 0.28, "weapon": 0.22, "currency": 0.12, "concealment": 0.12}
+MIX = {None: 0.26, "narcotics": 0.34, "weapon": 0.22, "currency": 0.10, "concealment": 0.08}
 SINGLE_ENERGY_SHARE = 0.08  # some single-energy inputs so the model works on single-energy scanners
+# Narcotics hiding places, by how often training draws them: run 4 found narcotics in bottles and
+# double walls (0.90, 0.87 on the held-out set) and hardly anywhere else, so the hard places are
+# drawn more often (the held-out and calibration draws keep the simulator's own uniform choice).
+NARCOTICS_PLACES = {"lining": 1.5, "false_bottom": 1.2, "double_wall": 0.5, "electronics": 1.5, "shoe": 1.5,
+                    "bottle": 0.5, "under_items": 1.5}
 
 
 def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray, list[list[tuple[int, list[float]]]]]:
@@ -43,12 +49,18 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
     rng = np.random.default_rng(seed)
     kinds = list(MIX)
     probs = np.array(list(MIX.values()))
+    places = list(NARCOTICS_PLACES)
+    place_p = np.array(list(NARCOTICS_PLACES.values()))
+    place_p = place_p / place_p.sum()
     xs = np.zeros((count, 3, *INPUT_HW), np.float16)
     targets = []
     t0 = time.monotonic()
     for i in range(count):
         kind = kinds[int(rng.choice(len(kinds), p=probs))]
-        bag = make_bag(rng, contraband=kind)
+        place = None
+        if kind == "narcotics":
+            place = places[int(rng.choice(len(places), p=place_p))]
+        bag = make_bag(rng, contraband=kind, place=place)
         single = rng.random() < SINGLE_ENERGY_SHARE
         xs[i] = model_input(bag.high, None if single else bag.low, INPUT_HW)[0]
         sy, sx = INPUT_HW[0] / bag.high.shape[0], INPUT_HW[1] / bag.high.shape[1]
@@ -124,12 +136,35 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
     return ((1 - giou) * w).sum() / w.sum().clamp(min=1.0)
 
 
-def batch_targets(targets, idx, flips_x, flips_y):
-    enc = [encode(targets[i], fx, fy) for i, fx, fy in zip(idx, flips_x, flips_y, strict=True)]
-    heat = torch.from_numpy(np.stack([e[0] for e in enc]))
-    ltrb = torch.from_numpy(np.stack([e[1] for e in enc]))
-    wgt = torch.from_numpy(np.stack([e[2] for e in enc]))
-    return heat, ltrb, wgt
+@dataclass
+class Encoded:
+    """Every bag's targets, encoded once (encoding per step cost a sixth of the training time)."""
+
+    heat: np.ndarray  # (N, C, gh, gw) float16
+    ltrb: np.ndarray  # (N, 4, gh, gw) float32
+    wgt: np.ndarray  # (N, gh, gw) float16
+
+
+def encode_all(targets: list[list[tuple[int, list[float]]]]) -> Encoded:
+    enc = [encode(t, False, False) for t in targets]
+    return Encoded(np.stack([e[0] for e in enc]).astype(np.float16), np.stack([e[1] for e in enc]),
+                   np.stack([e[2] for e in enc]).astype(np.float16))
+
+
+def batch_targets(enc: Encoded, idx, flips_x, flips_y):
+    """The bags' targets with the flips applied to the arrays: a mirrored box has its centre heat
+    mirrored and its left and right (top and bottom) distances swapped. Cell centres are
+    symmetric, so this equals encoding the mirrored boxes (up to the peak cell of a centre
+    that falls exactly on a cell edge)."""
+    heat, ltrb, wgt = enc.heat[idx].astype(np.float32), enc.ltrb[idx], enc.wgt[idx].astype(np.float32)
+    for k, (fx, fy) in enumerate(zip(flips_x, flips_y, strict=True)):
+        if fx:
+            heat[k], wgt[k] = heat[k][..., ::-1], wgt[k][..., ::-1]
+            ltrb[k] = ltrb[k][[2, 1, 0, 3], :, ::-1]
+        if fy:
+            heat[k], wgt[k] = heat[k][..., ::-1, :], wgt[k][..., ::-1, :]
+            ltrb[k] = ltrb[k][[0, 3, 2, 1], ::-1, :]
+    return torch.from_numpy(heat), torch.from_numpy(ltrb), torch.from_numpy(wgt)
 
 
 def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
@@ -141,8 +176,10 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
     torch.use_deterministic_algorithms(True)
     t0 = time.monotonic()
     xs, targets = draw_bags(bags, seed, progress)
+    enc = encode_all(targets)
     t_data = time.monotonic() - t0
-    net = XrayNet(len(CLASSES))
+    # channels-last: onednn's convolutions on the CPU are ~20 % faster with it (measured here)
+    net = XrayNet(len(CLASSES)).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = bags // batch
     total = steps_per_epoch * epochs
@@ -158,13 +195,14 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
             idx = perm[b * batch:(b + 1) * batch]
             fx = order_rng.random(len(idx)) < 0.5
             fy = order_rng.random(len(idx)) < 0.5
-            x = torch.from_numpy(xs[idx].astype(np.float32))
+            x = xs[idx].astype(np.float32)
             for k in range(len(idx)):
                 if fx[k]:
-                    x[k] = x[k].flip(-1)
+                    x[k] = x[k][..., ::-1]
                 if fy[k]:
-                    x[k] = x[k].flip(-2)
-            heat_t, ltrb_t, w_t = batch_targets(targets, idx, fx, fy)
+                    x[k] = x[k][..., ::-1, :]
+            x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+            heat_t, ltrb_t, w_t = batch_targets(enc, idx, fx, fy)
             logits, ltrb = net(x)
             lh = focal_loss(logits, heat_t)
             lb = giou_loss(ltrb, ltrb_t, w_t)
@@ -184,6 +222,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
         if checkpoint is not None:
             torch.save({"epoch": ep + 1, "state_dict": net.state_dict(), "history": history}, checkpoint)
     facts = {"seed": seed, "bags": bags, "epochs": epochs, "batch": batch, "lr": lr, "mix": {str(k): v for k, v in MIX.items()},
+             "narcotics_places": NARCOTICS_PLACES,
              "single_energy_share": SINGLE_ENERGY_SHARE, "input_hw": list(INPUT_HW), "stride": STRIDE,
              "data_seconds": round(t_data, 1), "train_seconds": round(time.monotonic() - t0 - t_data, 1),
              "torch": torch.__version__, "threads": threads, "history": history}
@@ -194,7 +233,7 @@ def export(net: XrayNet, path: Path, facts: dict) -> str:
     """Write the ONNX file with class names and the training facts in its metadata; return sha256."""
     import onnx
 
-    net.eval()
+    net = net.to(memory_format=torch.contiguous_format).eval()
     wrapper = ExportWrapper(net)
     dummy = torch.zeros(1, 3, *INPUT_HW)
     tmp = path.with_suffix(".tmp.onnx")
@@ -308,8 +347,8 @@ def calibrate(path: Path, seed: int, bags: int = 2000, fa_per_clean_bag: float =
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bags", type=int, default=6000)
-    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--bags", type=int, default=8000)
+    ap.add_argument("--epochs", type=int, default=13)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (part of the recipe: "
                     "another count gives other weights)")
     ap.add_argument("--batch", type=int, default=8)
