@@ -5,7 +5,8 @@
     secret_key = "keys/hub.key_secret"    # the hub's CURVE secret key (zastava keys new --name hub)
     checkpoints_dir = "checkpoints"       # one public key file per checkpoint: <checkpoint-id>.key
     data_dir = "/var/lib/zastava-central" # evidence files, and the SQLite store by default
-    store = "sqlite:///var/lib/zastava-central/central.sqlite"   # optional; postgresql:// later
+    store = "sqlite:///var/lib/zastava-central/central.sqlite"   # optional; or postgresql://...
+    evidence_sync = "syncfs"              # or "fsync": per file (see HubConfig)
 
     [dashboard]                           # read by the command dashboard
     bind = "127.0.0.1:8090"
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
@@ -35,6 +37,10 @@ class HubConfig(Strict):
     heartbeat_s: float = Field(2.0, gt=0, le=300)
     batch: int = Field(500, ge=1, le=10_000)  # messages per durable write
     reload_s: float = Field(2.0, gt=0, le=3600)  # how often the checkpoints folder is re-read
+    # how a batch's evidence files become durable: one syncfs(2) of data_dir's filesystem per
+    # batch (Linux; the default), or an fsync per file plus the folder's (for a data_dir on a
+    # filesystem busy with other writers, whose dirty data syncfs would flush too)
+    evidence_sync: Literal["syncfs", "fsync"] = "syncfs"
 
     @field_validator("bind")
     @classmethod

@@ -5,8 +5,10 @@ retries and the store's insert-or-ignore):
   1. each message is authenticated (CURVE + ZAP: the socket's User-Id is the client's public key,
      mapped to a checkpoint id through the *current* key folder, so revoking a key refuses even an
      established connection), validated (sync.wire), and checked to claim its own checkpoint id;
-  2. evidence files are written under data_dir (temp file, rename, fsync, fsync of the folder) and,
-     at the same time, the rows in one transaction (SQLite WAL + synchronous=FULL by default);
+  2. evidence files are written under data_dir (temp file, rename; then one syncfs of the
+     filesystem for the whole batch, or with evidence_sync = "fsync" an fsync per file and of the
+     folder) and, at the same time, the rows in one transaction (SQLite WAL + synchronous=FULL by
+     default);
   3. only when both are durable is the ack sent. A crash anywhere before 3 means the sender sends again, and
      the store ignores what it already has.
 
@@ -32,7 +34,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from central.store import EvidenceRow, HubStore, Inbound, open_store
 from common import sdnotify
-from common.durable import fsync_dir
+from common.durable import fsync_dir, has_syncfs, syncfs
 from sync import wire
 
 log = logging.getLogger("zastava.central.hub")
@@ -118,7 +120,7 @@ class Peer:
 class Hub:
     def __init__(self, bind: str, secret_key: Path, checkpoints_dir: Path, data_dir: Path, store_url: str,
                  max_msg_bytes: int = 64 << 20, heartbeat_s: float = 2.0, batch: int = 500,
-                 reload_s: float = 2.0):
+                 reload_s: float = 2.0, evidence_sync: str = "syncfs"):
         self.bind_endpoint = bind
         self.secret_key = Path(secret_key)
         self.data_dir = Path(data_dir)
@@ -145,6 +147,11 @@ class Hub:
         # let the filesystem merge them into fewer journal commits.
         # 16 measured best on ext4 (0.3 ms per 20 kB file against 6 ms for one fsync at a time).
         self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hub-fsync")
+        if evidence_sync not in ("syncfs", "fsync"):
+            raise ValueError(f"evidence_sync must be 'syncfs' or 'fsync', not {evidence_sync!r}")
+        if evidence_sync == "syncfs" and not has_syncfs():
+            log.warning("syncfs(2) is not available here: evidence files are fsynced one by one")
+        self._use_syncfs = evidence_sync == "syncfs" and has_syncfs()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-durable")
         self._pending: tuple | None = None  # (future, items, refused, count) of the batch being written
         self._last_log: dict[str, float] = {}
@@ -152,7 +159,8 @@ class Hub:
     @classmethod
     def from_config(cls, hub_cfg) -> Hub:  # central.config.HubConfig
         return cls(hub_cfg.bind, hub_cfg.secret_key, hub_cfg.checkpoints_dir, hub_cfg.data_dir, hub_cfg.store,
-                   hub_cfg.max_msg_bytes, hub_cfg.heartbeat_s, hub_cfg.batch, hub_cfg.reload_s)
+                   hub_cfg.max_msg_bytes, hub_cfg.heartbeat_s, hub_cfg.batch, hub_cfg.reload_s,
+                   hub_cfg.evidence_sync)
 
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self, context: zmq.Context | None = None) -> str:
@@ -466,11 +474,14 @@ class Hub:
                 fsync_dir(os.path.dirname(d))
                 fsync_dir(os.path.dirname(os.path.dirname(d)))
         # The evidence files and the rows become durable at the same time, not one after the
-        # other: each fsync waits for a journal commit (~4 ms on the test machine's disk) and
+        # other: each sync waits for a journal commit (~4 ms on the test machine's disk) and
         # concurrent ones share it, so a lone alert costs one commit instead of three
         # (bench/bench_sync.py). Either order is safe: nothing is acked until both are done,
         # and a resent message rewrites its evidence even when its row is already stored.
-        files = [self._io.submit(_write_durable, path, blob) for path, blob in writes]
+        if self._use_syncfs:  # one task: plain writes, then one syncfs (a task per file cost a futex storm)
+            files = [self._io.submit(_write_batch_syncfs, writes, dirs)] if writes else []
+        else:  # fsyncs wait on the disk: many in flight let it merge them
+            files = [self._io.submit(_write_durable, path, blob, True) for path, blob in writes]
         try:
             new = self.store.write_batch(inbound) if inbound else []
             t1 = time.perf_counter()
@@ -479,8 +490,9 @@ class Hub:
                 f.exception()  # wait for every write, whatever happened to the rows
         for f in files:
             f.result()  # raise the first failure: no ack then
-        for d in dirs:
-            fsync_dir(d)  # the renames themselves are durable (already committed with the files on ext4)
+        if not self._use_syncfs:
+            for d in dirs:
+                fsync_dir(d)  # the renames themselves are durable (already committed with the files on ext4)
         t2 = time.perf_counter()
         self.timing["batches"] += 1
         self.timing["messages"] += len(inbound)
@@ -511,7 +523,7 @@ class Hub:
             self._send(rid, "ack", {"ids": acks.get(rid, []), "refused": refused.get(rid, [])})
 
 
-def _write_durable(path: str, data: bytes) -> str:
+def _write_durable(path: str, data: bytes, fsync: bool = True) -> str:
     """Write, rename, then fsync. Readers (the dashboard) never see a half file, because the rename
     comes after the whole write; the fsync after the rename makes the data and the new name durable
     in one journal commit on ext4 and XFS (the folder fsync that follows finds nothing left to do),
@@ -526,10 +538,33 @@ def _write_durable(path: str, data: bytes) -> str:
         while mv:
             mv = mv[os.write(fd, mv):]
         os.replace(tmp, path)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     return path
+
+
+def _write_batch_syncfs(writes: list[tuple[str, bytes]], dirs: set[str]) -> None:
+    """A batch's files, written and renamed, then made durable, data and names, by one syncfs per
+    filesystem they are on (a mount under data_dir is a filesystem of its own). The folders are
+    opened first: syncfs reports the writeback errors that happen after its descriptor opened."""
+    fds: dict[int, tuple[int, str]] = {}
+    try:
+        for d in dirs:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            dev = os.fstat(fd).st_dev
+            if dev in fds:
+                os.close(fd)
+            else:
+                fds[dev] = (fd, d)
+        for path, blob in writes:
+            _write_durable(path, blob, fsync=False)
+        for fd, d in fds.values():
+            syncfs(fd, d)
+    finally:
+        for fd, _d in fds.values():
+            os.close(fd)
 
 
 def _loose_id(frames: list) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 
 
@@ -13,3 +15,37 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _load_syncfs():
+    """libc's syncfs(2) (Linux), or None. Python's os module has sync() but not syncfs()."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn
+
+
+_SYNCFS = _load_syncfs()
+
+
+def has_syncfs() -> bool:
+    return _SYNCFS is not None
+
+
+def syncfs(fd: int, what: str = "") -> None:
+    """Make everything written on the filesystem of the open file or folder `fd` durable with one
+    call: file data, new names and renames alike, in one journal commit. For a batch of hundreds
+    of new files this is several times cheaper than an fsync per file plus the folder's
+    (bench/bench_sync.py), because each of those forces its own journal commit.
+
+    Errors: since Linux 5.8, syncfs reports writeback errors (EIO, ENOSPC) that happened on the
+    filesystem *since `fd` was opened*, so open it before writing the files it must cover.
+    Raises OSError on failure."""
+    if _SYNCFS is None:
+        raise OSError("syncfs is not available on this platform")
+    if _SYNCFS(fd) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"syncfs({what or fd}): {os.strerror(e)}")

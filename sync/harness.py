@@ -72,6 +72,7 @@ class Rig:
     max_msg_bytes: int = 64 << 20
     batch: int = 500
     port: int = 0
+    evidence_sync: str = "syncfs"
     hub: subprocess.Popen | None = None
     senders: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -93,7 +94,7 @@ class Rig:
             "[hub]\n"
             f'bind = "{self.endpoint}"\nsecret_key = "{self.hub_sec}"\ncheckpoints_dir = "{self.cps}"\n'
             f'data_dir = "{self.data_dir}"\nheartbeat_s = {self.heartbeat_s}\nmax_msg_bytes = {self.max_msg_bytes}\n'
-            f"batch = {self.batch}\nreload_s = 0.3\n")
+            f'batch = {self.batch}\nreload_s = 0.3\nevidence_sync = "{self.evidence_sync}"\n')
         self._dbs: dict[str, sqlite_utils.Database] = {}
 
     # --- edge side ------------------------------------------------------------------------------
@@ -118,25 +119,33 @@ class Rig:
     def add_alerts(self, n: int, cp: str = "CP-01", evidence_bytes: int = 2000, severity: str = "high",
                    priority: int = 3) -> list[str]:
         """Commit n alerts with one evidence file each, as the agent's store does (one transaction)."""
-        db = self.edge_db(cp)
+        return self.commit_alerts(self.write_evidence(n, cp, evidence_bytes), cp, severity, priority)
+
+    def write_evidence(self, n: int, cp: str = "CP-01", evidence_bytes: int = 2000) -> list[tuple[str, dict]]:
+        """n alerts' evidence files, as the agent's lanes write them before an alert is committed:
+        [(alert id, evidence meta)] for commit_alerts."""
+        self.edge_db(cp)
         ev = self.evidence_dir(cp)
-        ids = []
         rows = []
         for _ in range(n):
             u = str(uuid.uuid4())
             blob = evidence_blob(evidence_bytes)
             (ev / f"{u}.jpg").write_bytes(blob)
-            meta = {"name": "frame.jpg", "path": f"{u}.jpg", "mime": "image/jpeg", "size": len(blob),
-                    "sha256": hashlib.sha256(blob).hexdigest()}
-            rows.append((u, meta))
-            ids.append(u)
+            rows.append((u, {"name": "frame.jpg", "path": f"{u}.jpg", "mime": "image/jpeg", "size": len(blob),
+                             "sha256": hashlib.sha256(blob).hexdigest()}))
+        return rows
+
+    def commit_alerts(self, prepared: list[tuple[str, dict]], cp: str = "CP-01", severity: str = "high",
+                      priority: int = 3) -> list[str]:
+        """Commit alerts whose evidence write_evidence wrote: alert and outbox rows in one transaction."""
+        db = self.edge_db(cp)
         with db.atomic():
-            for u, meta in rows:
+            for u, meta in prepared:
                 body = {"uuid": u, "t": time.time(), "checkpoint": cp, "source": "lane1", "kind": "xray.narcotics",
                         "score": 0.91, "severity": severity, "location": {"box": [1, 2, 30, 40]}, "reason": "test",
                         "evidence": [{k: meta[k] for k in ("name", "mime", "size", "sha256")}]}
                 outbox.enqueue(db, u, "alert", body, [meta], priority)
-        return ids
+        return [u for u, _ in prepared]
 
     def backlog(self, cp: str = "CP-01") -> int:
         return outbox.backlog(self.edge_db(cp))

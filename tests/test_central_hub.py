@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import time
 
-from sync.harness import REPO, Rig
+import pytest
+
+from sync.harness import REPO, Rig, wait_for
 from tests.conftest import run_zastava
 
 
@@ -51,8 +54,6 @@ def test_status_command_lists_checkpoints(tmp_path):
     rig.start_hub()
     rig.start_sender()
     rig.add_alerts(3)
-    from sync.harness import wait_for
-
     wait_for(lambda: rig.backlog() == 0, 20, what="delivery")
     wait_for(lambda: rig.hub_query("SELECT skew_s FROM checkpoints WHERE skew_s IS NOT NULL"), 10, what="skew")
     r = run_zastava("central", "status", "--config", str(rig.config))
@@ -75,6 +76,33 @@ def test_partial_files_of_a_killed_hub_are_removed_at_start(tmp_path):
     assert not old.exists()  # left by a crash
     assert fresh.exists()  # may belong to another hub sharing the folder, still writing
     assert kept.exists()
+
+
+@pytest.mark.parametrize("mode", ["syncfs", "fsync"])
+def test_either_evidence_sync_stores_every_file_whole(tmp_path, mode):
+    """Both ways of making a batch's evidence durable (one syncfs, or an fsync per file) leave
+    every file under its final name with the bytes the edge hashed, and no temp file behind."""
+    rig = Rig(tmp_path / "rig", evidence_sync=mode)
+    try:
+        rig.start_hub()
+        rig.start_sender(batch=100)
+        ids = rig.add_alerts(250, evidence_bytes=5000)
+        wait_for(lambda: rig.backlog() == 0, 60, what="delivery")
+        rows = rig.hub_query("SELECT alert_uuid, path, sha256, size FROM evidence")
+        assert {r[0] for r in rows} == set(ids)
+        for _u, path, sha, size in rows:
+            data = (rig.data_dir / path).read_bytes()
+            assert len(data) == size == 5000 and hashlib.sha256(data).hexdigest() == sha
+        assert not [p for p in (rig.data_dir / "evidence").rglob("*") if p.name.endswith(".tmp")]
+    finally:
+        rig.stop_all()
+
+
+def test_an_unknown_evidence_sync_is_refused_by_name(tmp_path):
+    rig = Rig(tmp_path / "rig")
+    rig.config.write_text(rig.config.read_text().replace('evidence_sync = "syncfs"', 'evidence_sync = "never"'))
+    r = run_zastava("central", "--config", str(rig.config), timeout=60)
+    assert r.returncode == 2 and "evidence_sync" in r.stderr
 
 
 def _hub(rig: Rig):
