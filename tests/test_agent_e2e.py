@@ -105,14 +105,16 @@ def assert_alerts_match_truth(truth: list[dict], alerts: list[dict]) -> None:
 
 
 def test_weapon_alerts_match_the_scenario_truth(tmp_path):
-    """The truth comparison on the class the shipped model meets its target on (weapons)."""
+    """The truth comparison on a class the shipped model detects well (weapons: pd 0.96 on the
+    held-out set, models/xray/MODEL_CARD.md)."""
     truth, alerts, _, _ = run_until_drained(tmp_path, "e2e_weapons.toml", 14)
     assert_alerts_match_truth(truth, alerts)
 
 
-@pytest.mark.xfail(reason="the shipped X-ray model is below its narcotics target (pd 0.40 on the held-out set, "
-                          "models/xray/MODEL_CARD.md) and this scenario's contraband is 60 % narcotics; "
-                          "it passes once a model meets the target", strict=False)
+@pytest.mark.xfail(reason="the shipped X-ray model is below its narcotics target (pd 0.48 on the held-out set, "
+                          "models/xray/MODEL_CARD.md) and this scenario's contraband is 60 % narcotics; it "
+                          "passes when its few narcotics bags hide them where the model finds them, and "
+                          "reliably once a model meets the target", strict=False)
 def test_xray_alerts_match_the_scenario_truth(tmp_path):
     truth, alerts, _, _ = run_until_drained(tmp_path, "e2e_xray.toml", 14)
     assert_alerts_match_truth(truth, alerts)
