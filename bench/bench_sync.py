@@ -373,6 +373,20 @@ def bare_backlog(root: Path, n: int) -> dict:
         b.close()
 
 
+def create_probe(folder: Path, n: int = 1000) -> float:
+    """Microseconds to create one 20 kB file (no fsync) in `folder`, the unit of work both ends
+    repeat per alert. On ext4 it is ~30 us on a quiet filesystem and several times that within
+    a few minutes of tens of thousands of deletions (a test run, an earlier bench run): the
+    kernel's inode allocator then scans past every recently deleted inode (`recently_deleted` in
+    a perf profile of the hub). Printed so that a slow run can be told from a slow change."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blob = evidence_blob(EVIDENCE)
+    t0 = time.perf_counter()
+    for i in range(n):
+        (folder / f"{i}.bin").write_bytes(blob)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short run (well under a minute)")
@@ -385,9 +399,11 @@ def main() -> int:
                  "libzmq": zmq.zmq_version(), "sqlite": sqlite3.sqlite_version}
     with tempfile.TemporaryDirectory(prefix="bench_sync_", dir=os.environ.get("BENCH_TMP")) as tmp:
         t = Path(tmp)
+        out["file_create_us"] = {"before": create_probe(t / "probe0")}
         out["latency"] = {"zastava": ours_latency(t / "ol", lat_s), "bare": bare_latency(t / "bl", lat_s)}
         out["sustained"] = {"zastava": ours_sustained(t / "os", sus_n), "bare": bare_sustained(t / "bs", sus_n)}
         out["backlog"] = {"zastava": ours_backlog(t / "ob", back_n), "bare": bare_backlog(t / "bb", back_n)}
+        out["file_create_us"]["after"] = create_probe(t / "probe1")
         if args.soak:
             out["soak"] = soak(t / "soak", args.soak)
     out["targets"] = {"latency_p99_ms_below": 10, "sustained_alerts_per_s_at_least": 3000}
@@ -402,6 +418,9 @@ def main() -> int:
           f"{S['bare']['edge_commit_per_s']:>18.0f}")
     print(f"{f'backlog of {back_n} flushed in (s)':<44} {B['zastava']['seconds']:>12.2f} {B['bare']['seconds']:>18.2f}")
     print(f"{'  of which reconnecting to the hub (s)':<44} {B['zastava']['reconnect_s']:>12.2f} {'-':>18}")
+    fc = out["file_create_us"]
+    print(f"{'creating one 20 kB file, before/after (us)':<44} {fc['before']:>6.0f} /{fc['after']:>4.0f}"
+          f"   (~30 on a quiet ext4; see create_probe)")
     if "soak" in out:
         k = out["soak"]
         print(f"soak: {k['rounds']} kill -9 rounds ({k['kills']}), {k['alerts']} alerts: lost {k['lost']}, "
