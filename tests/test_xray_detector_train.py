@@ -82,7 +82,9 @@ def test_thresholds_spend_the_false_alarm_budget_where_it_buys_detections():
     pd = {"narcotics": [0.35] * 6 + [0.55] * 2 + [0.95] * 2, "weapon": [0.9] * 10}
     thr, facts = train.choose_thresholds(fa, pd, clean=100, budget=0.03)
     assert thr["weapon"] == 0.1  # free: as low as the grid goes
-    assert thr["narcotics"] == 0.35  # 3 false alarms in 100 clean bags: exactly the budget
+    # 3 false alarms in 100 clean bags, exactly the budget: any grid value above the 0.3 alarm and
+    # at most the 0.35 detections is the same choice on this data
+    assert 0.3 < thr["narcotics"] <= 0.35
     assert facts["fa_total"] == 0.03 and facts["pd"]["narcotics"] == 1.0
     thr, facts = train.choose_thresholds(fa, pd, clean=100, budget=0.01)
-    assert thr["narcotics"] == 0.55 and facts["fa_total"] <= 0.01  # 0.9 alarm only
+    assert 0.5 < thr["narcotics"] <= 0.55 and facts["fa_total"] <= 0.01  # the 0.9 alarm only
