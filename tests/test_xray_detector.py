@@ -202,6 +202,27 @@ SHIPPED = pytest.mark.skipif(not MODEL.exists(), reason="models/xray/zastava-xra
 
 
 @SHIPPED
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(16, 301), st.integers(16, 301), st.booleans())
+def test_fuzz_shipped_model_on_any_size(seed, h, w, single):
+    """Our model's path bins 2 x 2 and describes on that grid: odd sizes leave a ragged edge and
+    boxes that reach the last pixel. At a zero threshold (every candidate described), findings
+    stay inside the image with a valid description, whatever the size."""
+    rng = np.random.default_rng(seed)
+    bag = make_bag(rng, CLASSES[seed % len(CLASSES)])  # real objects, cut anywhere by the crop
+    y0, x0 = int(rng.integers(0, 448 - h + 1)), int(rng.integers(0, 640 - w + 1))
+    high = np.ascontiguousarray(bag.high[y0:y0 + h, x0:x0 + w])
+    low = None if single else np.ascontiguousarray(bag.low[y0:y0 + h, x0:x0 + w])
+    det = load_detector(MODEL, "zastava", thresholds={c: 0.0 for c in CLASSES})
+    found = det.detect(high, low)
+    for f in found:
+        x1, y1, x2, y2 = f.box
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and f.cls in CLASSES
+        assert f.material in ("none", "organic", "inorganic", "metal") and np.isfinite(f.zeff)
+        assert f.concealed == (f.concealment_reason is not None)
+
+
+@SHIPPED
 def test_shipped_model_stays_quiet_on_clean_bags():
     """Clean bags drawn with a seed never used in training (1) or calibration (1001)."""
     det = load_detector(MODEL, "zastava", threads=1)
