@@ -24,7 +24,6 @@ import onnxruntime as ort
 from detectors.xray import CLASSES
 from detectors.xray.preprocess import (
     INORGANIC,
-    INPUT_STEP,
     MATERIAL_NAMES,
     MIN_MU,
     NONE,
@@ -34,6 +33,7 @@ from detectors.xray.preprocess import (
     letterbox,
     materials,
     model_input_from,
+    model_materials,
     pseudocolor_from,
 )
 
@@ -349,7 +349,7 @@ class OnnxDetector:
         check_pair(high, low)
         # our model sees half resolution: its materials are computed there; the YOLO layouts
         # need the full-resolution pseudo-colour image
-        m = materials(high, low, step=INPUT_STEP if self.layout == "zastava" else 1)
+        m = model_materials(high, low) if self.layout == "zastava" else materials(high, low)
         x, geom = self.prepare(m, high, low)
         outputs = self.session.run(self.output_names, {self.input_name: x})
         cand = self.decode(outputs, geom, high.shape)

@@ -103,6 +103,16 @@ def average_precision(scored: list[tuple[float, bool]], n_true: int) -> tuple[fl
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1])), recall, precision
 
 
+def best_overlap_score(findings: list[XrayFinding], cls: str, boxes) -> float:
+    """The best score of a `cls` finding that overlaps one of `boxes` with IoU >= PD_IOU, or 0:
+    the one test of "found" that pd, the per-place figures and the calibration all share."""
+    mine = [f for f in findings if f.cls == cls]
+    if not mine or not len(boxes):
+        return 0.0
+    ov = iou(np.array([f.box for f in mine], np.float64), np.asarray(boxes, np.float64))
+    return max((f.score for f, row in zip(mine, ov, strict=True) if row.max() >= PD_IOU), default=0.0)
+
+
 def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
                    thresholds: dict[str, float], places: list[list[str]] | None = None) -> tuple[dict, dict]:
     """Figures in the published layout, and the PR curves per class for the plots."""
@@ -118,9 +128,7 @@ def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str
             n_true += len(gt)
             if len(gt):
                 bags_with += 1
-                op = [f.box for f in fs if f.score >= thr]
-                if op and (iou(np.array(op), gt) >= PD_IOU).any():
-                    bags_hit += 1
+                bags_hit += best_overlap_score(fs, c, gt) >= thr
             used = np.zeros(len(gt), bool)
             ious = iou(np.array([f.box for f in fs]), gt) if fs and len(gt) else None
             for k, f in enumerate(fs):
@@ -150,8 +158,7 @@ def detection_by_place(per_bag: list[list[XrayFinding]], truths: list[list[tuple
     tally: dict[str, dict[str, list[int]]] = {}
     for finds, truth, where in zip(per_bag, truths, places, strict=True):
         for (c, box), place in zip(truth, where, strict=True):
-            op = [f.box for f in finds if f.cls == c and f.score >= thresholds.get(c, 0.5)]
-            hit = bool(op) and bool((iou(np.array(op), np.array([box])) >= PD_IOU).any())
+            hit = best_overlap_score(finds, c, [box]) >= thresholds.get(c, 0.5)
             t = tally.setdefault(c, {}).setdefault(place, [0, 0])
             t[0] += hit
             t[1] += 1

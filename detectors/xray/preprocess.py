@@ -102,7 +102,7 @@ class Materials:
     mu_low: np.ndarray  # float32 -ln T at the low energy (= mu_high for single energy)
     zeff: np.ndarray  # float32 effective Z (0 where there is no material or single energy)
     dual: bool
-    step: int = 1  # the grid: every `step`-th image pixel, each the mean of a step x step block
+    step: int = 1  # grid spacing in image pixels (binned blocks, or a strided view of a full-res grid)
 
     @cached_property
     def material(self) -> np.ndarray:
@@ -218,7 +218,14 @@ def model_input(high: np.ndarray, low: np.ndarray | None, size_hw: tuple[int, in
     of pixels binned INPUT_STEP x INPUT_STEP, resized with area averaging where that grid is not the model's size.
     Single energy: mu_low = mu_high and zeff = 0 (the model is trained on some single-energy bags
     so it still works on them)."""
-    return model_input_from(materials(high, low, step=INPUT_STEP), size_hw)
+    return model_input_from(model_materials(high, low), size_hw)
+
+
+def model_materials(high: np.ndarray, low: np.ndarray | None) -> Materials:
+    """The materials our model's input is made from: training (model_input) and the runtime
+    (the detector, which describes its findings from the same grid) call this one function, so
+    the two cannot drift apart."""
+    return materials(high, low, step=INPUT_STEP)
 
 
 def model_input_from(m: Materials, size_hw: tuple[int, int]) -> np.ndarray:

@@ -309,7 +309,7 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
     import onnx
 
     from detectors.xray.detector import MIN_CANDIDATE_SCORE, load_detector
-    from detectors.xray.evaluate import PD_IOU, iou
+    from detectors.xray.evaluate import best_overlap_score
     from hw_sim.xray.scene import make_bag
 
     det = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES})
@@ -330,14 +330,7 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
             for f in found:
                 fa_scores[f.cls].append(f.score)
         for c in {o.cls for o in bag.objects}:
-            truth = np.array([o.box for o in bag.objects if o.cls == c], float)
-            mine = [f for f in found if f.cls == c]
-            best = 0.0
-            if mine:
-                ov = iou(np.array([f.box for f in mine], float), truth)
-                hits = [f.score for f, row in zip(mine, ov, strict=True) if row.max() >= PD_IOU]
-                best = max(hits, default=0.0)
-            pd_scores[c].append(best)
+            pd_scores[c].append(best_overlap_score(found, c, [o.box for o in bag.objects if o.cls == c]))
         if progress and (i + 1) % 200 == 0:
             print(f"  calibration bags {i + 1}/{bags}", file=sys.stderr)
     thresholds, facts = choose_thresholds(fa_scores, pd_scores, clean, fa_per_clean_bag)
