@@ -105,7 +105,7 @@ def assert_alerts_match_truth(truth: list[dict], alerts: list[dict]) -> None:
 
 
 def test_weapon_alerts_match_the_scenario_truth(tmp_path):
-    """The truth comparison on a class the shipped model detects well (weapons: pd 0.96 on the
+    """The truth comparison on a class the shipped model detects well (weapons: pd 0.98 on the
     held-out set, models/xray/MODEL_CARD.md)."""
     truth, alerts, _, _ = run_until_drained(tmp_path, "e2e_weapons.toml", 14)
     assert_alerts_match_truth(truth, alerts)
