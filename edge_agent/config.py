@@ -113,6 +113,9 @@ class XrayDetectorConfig(Strict):
     layout: Literal["zastava", "yolo", "e2e"] = "zastava"
     class_names: list[str] | None = None  # for users' own models; ours carry theirs
     thresholds: dict[str, float] = {}
+    # per class, the threshold for a finding inside a false bottom or double wall finding (its
+    # payload); our model carries calibrated ones, this overrides them
+    payload_thresholds: dict[str, float] = {}
     default_threshold: float = Field(0.5, ge=0, le=1)
     threads: int = Field(1, ge=1, le=16)
 

@@ -53,7 +53,8 @@ class Agent:
 
             d = cfg.xray_detector
             detector = load_detector(d.model, d.layout, class_names=d.class_names, thresholds=d.thresholds,
-                                     default_threshold=d.default_threshold, threads=d.threads)
+                                     default_threshold=d.default_threshold, threads=d.threads,
+                                     payload_thresholds=d.payload_thresholds)
             for lane in cfg.lanes:
                 xl = XrayLane(cfg, lane, detector, self.state, self.store_path, self.files_root, self.fusion,
                               self.stop)

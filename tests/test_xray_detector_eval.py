@@ -36,7 +36,7 @@ def test_evaluate_layout_and_plots(dataset, tmp_path):
     for w in who:
         assert sorted(res[w]["classes"]) == sorted(CLASSES)
         for c in CLASSES:
-            assert set(res[w]["classes"][c]) == {"pd", "ap50"}
+            assert set(res[w]["classes"][c]) == {"pd", "ap50", "precision"}
             carried = any(o["cls"] == c for r in labels for o in r["objects"])
             pd = res[w]["classes"][c]["pd"]
             assert (pd is None) == (not carried) and (pd is None or 0 <= pd <= 1)
@@ -86,11 +86,27 @@ def test_metric_arithmetic():
         [F("currency", 0.3, (1, 1, 30, 30))],  # below threshold: not an alarm
     ]
     res, _ = score_detector(per_bag, truths, {c: 0.5 for c in CLASSES})
-    assert res["classes"]["narcotics"] == {"pd": 1.0, "ap50": 1.0}
+    assert res["classes"]["narcotics"] == {"pd": 1.0, "ap50": 1.0, "precision": 1.0}
     assert res["classes"]["weapon"]["pd"] == 0.0
     assert res["classes"]["weapon"]["ap50"] == pytest.approx(0.5)  # ranked after a false positive
-    assert res["classes"]["currency"] == {"pd": None, "ap50": None}
+    assert res["classes"]["weapon"]["precision"] == 0.0  # the one standing weapon finding is the false one
+    assert res["classes"]["currency"] == {"pd": None, "ap50": None, "precision": 0.0}
     assert res["false_alarms_per_clean_bag"] == 0.5
+
+
+def test_payload_findings_count_inside_a_standing_hiding_place_only():
+    fb, film = (10, 10, 300, 200), (30, 30, 280, 180)
+    truths = [[("concealment", fb), ("narcotics", film)], [("concealment", fb)], []]
+    per_bag = [[F("concealment", 0.9, fb), F("narcotics", 0.3, film)],  # payload found at 0.3
+               [F("concealment", 0.9, fb), F("narcotics", 0.3, film)],  # an empty false bottom: wrong
+               [F("narcotics", 0.3, film)]]  # a clean bag: no hiding place, no alarm
+    thr = {c: 0.5 for c in CLASSES}
+    plain, _ = score_detector(per_bag, truths, thr)
+    assert plain["classes"]["narcotics"]["pd"] == 0.0
+    res, _ = score_detector(per_bag, truths, thr, payload={"narcotics": 0.25})
+    assert res["classes"]["narcotics"]["pd"] == 1.0 and res["classes"]["narcotics"]["precision"] == 0.5
+    assert res["false_alarms_per_clean_bag"] == 0.0
+    assert res["classes"]["narcotics"]["ap50"] == plain["classes"]["narcotics"]["ap50"]  # ranking unchanged
 
 
 def test_average_precision_edges():

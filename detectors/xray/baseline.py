@@ -111,9 +111,11 @@ def concealment(m: Materials, inside: np.ndarray, mu_s: np.ndarray) -> list[tupl
 class PhysicsDetector:
     """The baseline as a Detector: same findings, thresholds and NMS as the ONNX detectors."""
 
-    def __init__(self, thresholds: dict[str, float] | None = None, default_threshold: float = 0.5):
+    def __init__(self, thresholds: dict[str, float] | None = None, default_threshold: float = 0.5,
+                 payload_thresholds: dict[str, float] | None = None):
         self.class_names = list(CLASSES)
-        self.post = Postprocess(self.class_names, dict(thresholds or {}), default_threshold)
+        self.post = Postprocess(self.class_names, dict(thresholds or {}), default_threshold,
+                                payload_thresholds=dict(payload_thresholds or {}))
 
     def candidates(self, m: Materials) -> Candidates:
         inside = bag_mask(m.mu_high)

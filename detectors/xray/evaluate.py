@@ -3,13 +3,18 @@
     zastava eval xray --data DIR [--model PATH] [--out DIR] [--json]
 
 Figures, per class, for each detector:
-- pd: share of bags carrying the class in which a finding of that class, at the operating
-  threshold, overlaps a true object of that class with IoU >= 0.3 (an officer is sent to the
-  right place; 0.3 because long thin objects' boxes are ambiguous by a few pixels);
-- ap50: average precision at IoU 0.5 over all bags (all-point interpolation, as in VOC/COCO);
-and false_alarms_per_clean_bag: findings of any class at the operating thresholds, per clean bag.
-The operating thresholds are the model's own (chosen on a validation draw at training time and
-stored in the ONNX metadata) or 0.5 where it carries none; the baseline uses 0.5.
+- pd: share of bags carrying the class in which a finding of that class, standing at the
+  operating point, overlaps a true object of that class with IoU >= 0.3 (an officer is sent to
+  the right place; 0.3 because long thin objects' boxes are ambiguous by a few pixels);
+- ap50: average precision at IoU 0.5 over all bags (all-point interpolation, as in VOC/COCO),
+  every finding ranked by its score;
+- precision: of the findings of that class standing at the operating point, the share on a true
+  object of the class (IoU >= 0.3);
+and false_alarms_per_clean_bag: findings of any class standing at the operating point, per clean
+bag. The operating point is the model's own (thresholds and payload thresholds chosen on a
+validation draw at training time and stored in the ONNX metadata; a finding stands at its class
+threshold, or at its payload threshold inside a standing false bottom or double wall, see
+detector.payload_keep) or 0.5 for every class where it carries none; the baseline uses 0.5.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ import cv2
 import numpy as np
 
 from detectors.xray import CLASSES
-from detectors.xray.detector import MIN_CANDIDATE_SCORE, OnnxDetector, XrayFinding, load_detector
+from detectors.xray.detector import (
+    CONTAINER_CLASS,
+    MIN_CANDIDATE_SCORE,
+    OnnxDetector,
+    XrayFinding,
+    load_detector,
+    payload_keep,
+)
 from detectors.xray.preprocess import pseudocolor
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "xray" / "zastava-xray.onnx"
@@ -113,22 +125,41 @@ def best_overlap_score(findings: list[XrayFinding], cls: str, boxes) -> float:
     return max((f.score for f, row in zip(mine, ov, strict=True) if row.max() >= PD_IOU), default=0.0)
 
 
+def standing(findings: list[XrayFinding], thresholds: dict[str, float],
+             payload: dict[str, float] | None = None) -> list[XrayFinding]:
+    """The findings that stand at an operating point: the runtime's own rule (payload_keep) on
+    findings taken at the lowest candidate score."""
+    if not findings:
+        return []
+    thr = np.array([thresholds.get(c, 0.5) for c in CLASSES], np.float32)
+    pay = np.minimum(thr, np.array([(payload or {}).get(c, 1.0) for c in CLASSES], np.float32))
+    keep = payload_keep(np.array([f.box for f in findings], np.float32), np.array([f.score for f in findings], np.float32),
+                        np.array([CLASSES.index(f.cls) for f in findings]), thr, pay, CLASSES.index(CONTAINER_CLASS))
+    return [f for f, k in zip(findings, keep, strict=True) if k]
+
+
 def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
-                   thresholds: dict[str, float], places: list[list[str]] | None = None) -> tuple[dict, dict]:
-    """Figures in the published layout, and the PR curves per class for the plots."""
+                   thresholds: dict[str, float], places: list[list[str]] | None = None,
+                   payload: dict[str, float] | None = None) -> tuple[dict, dict]:
+    """Figures in the published layout, and the PR curves per class for the plots. pd and false
+    alarms count the findings that stand at the operating point (`standing`); AP ranks every
+    finding by its score."""
     classes, curves = {}, {}
     clean = [i for i, t in enumerate(truths) if not t]
+    stand = [standing(f, thresholds, payload) for f in per_bag]
     for c in CLASSES:
-        thr = thresholds.get(c, 0.5)
         scored: list[tuple[float, bool]] = []
-        n_true, bags_with, bags_hit = 0, 0, 0
-        for finds, truth in zip(per_bag, truths, strict=True):
+        n_true, bags_with, bags_hit, n_stand, n_right = 0, 0, 0, 0, 0
+        for finds, kept, truth in zip(per_bag, stand, truths, strict=True):
             gt = np.array([b for k, b in truth if k == c], np.float64).reshape(-1, 4)
             fs = sorted((f for f in finds if f.cls == c), key=lambda f: -f.score)
             n_true += len(gt)
             if len(gt):
                 bags_with += 1
-                bags_hit += best_overlap_score(fs, c, gt) >= thr
+                bags_hit += best_overlap_score(kept, c, gt) > 0
+            mine = [f for f in kept if f.cls == c]
+            n_stand += len(mine)
+            n_right += sum(best_overlap_score([f], c, gt) > 0 for f in mine)
             used = np.zeros(len(gt), bool)
             ious = iou(np.array([f.box for f in fs]), gt) if fs and len(gt) else None
             for k, f in enumerate(fs):
@@ -141,24 +172,25 @@ def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str
                 scored.append((f.score, hit))
         ap, rec, prec = average_precision(scored, n_true)
         classes[c] = {"pd": round(bags_hit / bags_with, 4) if bags_with else None,
-                      "ap50": round(ap, 4) if n_true else None}
+                      "ap50": round(ap, 4) if n_true else None,
+                      "precision": round(n_right / n_stand, 4) if n_stand else None}
         curves[c] = (rec, prec)
-    fa = sum(1 for i in clean for f in per_bag[i] if f.score >= thresholds.get(f.cls, 0.5))
+    fa = sum(len(stand[i]) for i in clean)
     out = {"classes": classes, "false_alarms_per_clean_bag": round(fa / len(clean), 4) if clean else None}
     if places is not None:
-        out["by_place"] = detection_by_place(per_bag, truths, places, thresholds)
+        out["by_place"] = detection_by_place(stand, truths, places)
     return out, curves
 
 
-def detection_by_place(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
-                       places: list[list[str]], thresholds: dict[str, float]) -> dict:
-    """Per class and hiding place: of the objects hidden there, the share found at the operating
-    threshold (IoU >= PD_IOU). What an analyst needs to see where a model is blind; per object,
-    not per bag, because one bag can hide the same class in two places."""
+def detection_by_place(stand: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
+                       places: list[list[str]]) -> dict:
+    """Per class and hiding place: of the objects hidden there, the share found by the findings
+    standing at the operating point (IoU >= PD_IOU). What an analyst needs to see where a model
+    is blind; per object, not per bag, because one bag can hide the same class in two places."""
     tally: dict[str, dict[str, list[int]]] = {}
-    for finds, truth, where in zip(per_bag, truths, places, strict=True):
+    for finds, truth, where in zip(stand, truths, places, strict=True):
         for (c, box), place in zip(truth, where, strict=True):
-            hit = best_overlap_score(finds, c, [box]) >= thresholds.get(c, 0.5)
+            hit = best_overlap_score(finds, c, [box]) > 0
             t = tally.setdefault(c, {}).setdefault(place, [0, 0])
             t[0] += hit
             t[1] += 1
@@ -179,10 +211,10 @@ def run_all(detector, samples: Iterable[Sample], progress: bool = False) -> tupl
     return per_bag, truths, names, spent
 
 
-def model_thresholds(path: Path) -> dict[str, float]:
-    """The operating thresholds the model carries in its metadata (or none)."""
+def model_thresholds(path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """The operating point the model carries in its metadata: thresholds and payload thresholds."""
     det = OnnxDetector(path, "zastava", threads=1)
-    return dict(det.model_thresholds)
+    return dict(det.model_thresholds), dict(det.model_payload_thresholds)
 
 
 def plot_pr(curves: dict[str, dict], path: Path, result: dict | None = None) -> None:
@@ -212,9 +244,8 @@ def plot_pr(curves: dict[str, dict], path: Path, result: dict | None = None) -> 
     cv2.imwrite(str(path), np.hstack(panels))
 
 
-def draw_examples(samples: list[Sample], finds: list[list[XrayFinding]], thresholds: dict[str, float],
-                  path: Path) -> None:
-    """A grid of bags: truth in white, findings at the operating threshold in red with labels."""
+def draw_examples(samples: list[Sample], finds: list[list[XrayFinding]], path: Path) -> None:
+    """A grid of bags: truth in white, the findings standing at the operating point in red."""
     tiles = []
     for s, fs in zip(samples, finds, strict=True):
         img = pseudocolor(s.high, s.low)
@@ -222,8 +253,6 @@ def draw_examples(samples: list[Sample], finds: list[list[XrayFinding]], thresho
             cv2.rectangle(img, (x1, y1), (x2, y2), (255, 255, 255), 3)
             cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 0), 1)
         for f in fs:
-            if f.score < thresholds.get(f.cls, 0.5):
-                continue
             x1, y1, x2, y2 = f.box
             cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 230), 2)
             cv2.putText(img, f"{f.cls} {f.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
@@ -253,11 +282,13 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     runs = {}
     if model.is_file():
         det = load_detector(model, "zastava", thresholds=raw, threads=1)
-        op = {c: model_thresholds(model).get(c, 0.5) for c in CLASSES}
+        thr, payload = model_thresholds(model)
+        op = {c: thr.get(c, 0.5) for c in CLASSES}
         per_bag, _, _, spent = run_all(det, samples, progress)
-        result["model"], curves["model"] = score_detector(per_bag, truths, op, places)
-        details["model"] = {"path": str(model), "thresholds": op, "ms_per_bag": round(1000 * spent / len(samples), 2)}
-        runs["model"] = (per_bag, op)
+        result["model"], curves["model"] = score_detector(per_bag, truths, op, places, payload)
+        details["model"] = {"path": str(model), "thresholds": op, "payload_thresholds": payload,
+                            "ms_per_bag": round(1000 * spent / len(samples), 2)}
+        runs["model"] = [standing(f, op, payload) for f in per_bag]
     else:
         print(f"no model at {model}: measuring the baseline only", file=sys.stderr)
     base = load_detector("physics", thresholds=raw)
@@ -265,7 +296,7 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     bop = {c: BASELINE_THRESHOLD for c in CLASSES}
     result["baseline"], curves["baseline"] = score_detector(per_bag, truths, bop, places)
     details["baseline"] = {"thresholds": bop, "ms_per_bag": round(1000 * spent / len(samples), 2)}
-    runs["baseline"] = (per_bag, bop)
+    runs["baseline"] = [standing(f, bop) for f in per_bag]
     result["bags"] = len(samples)
     result["clean_bags"] = sum(1 for t in truths if not t)
     plot_pr(curves, out_dir / "pr_curves.png", result)
@@ -274,8 +305,8 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     for c in (*CLASSES, None):
         idx = [i for i, t in enumerate(truths) if (c is None and not t) or (c and any(k == c for k, _ in t))]
         pick += idx[:2]
-    for name, (per, thr) in runs.items():
-        draw_examples([samples[i] for i in pick], [per[i] for i in pick], thr, out_dir / f"examples_{name}.png")
+    for name, per in runs.items():
+        draw_examples([samples[i] for i in pick], [per[i] for i in pick], out_dir / f"examples_{name}.png")
     (out_dir / "details.json").write_text(json.dumps({**details, **result}, indent=1, sort_keys=True) + "\n")
     return result
 
@@ -298,6 +329,9 @@ def format_table(result: dict) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'FA/clean bag':<12}" + "".join(f"{fmt(result[w]['false_alarms_per_clean_bag']):>14}{'':>16}"
                                                    for w in who))
+    for w in who:  # of the findings an officer is shown, the share on a true object (IoU >= PD_IOU)
+        lines.append(f"{w} precision at the operating point: " + ", ".join(
+            f"{c} {fmt(result[w]['classes'][c].get('precision')).strip()}" for c in CLASSES))
     if all("by_place" in result[w] for w in who):
         lines += ["", f"{'class':<12}{'hiding place':<16}{'objects':>8}" + "".join(f"{w + ' pd':>14}" for w in who)]
         for c, by in result[who[0]]["by_place"].items():

@@ -300,6 +300,70 @@ def choose_thresholds(fa_scores: dict[str, list[float]], pd_scores: dict[str, li
     return thresholds, facts
 
 
+# A payload threshold (detectors/xray/detector.payload_keep) must leave the findings it admits
+# right at least this often on the calibration draw: inside an empty false bottom a "narcotics"
+# finding is a wrong claim even though no clean bag pays for it.
+PAYLOAD_MIN_PRECISION = 0.5
+
+
+def choose_payload_thresholds(per_bag: list[list], truths: list[list[tuple[str, tuple]]],
+                              thresholds: dict[str, float], budget: float) -> tuple[dict[str, float], dict]:
+    """Per class, the lowest grid threshold for findings inside a standing false bottom or double
+    wall that adds detections while all false alarms per clean bag stay within `budget` and the
+    findings it admits are right at least PAYLOAD_MIN_PRECISION of the time. Classes in the order
+    of CALIBRATION_WEIGHTS (each sees the false alarms the earlier ones added); a class keeps no
+    payload threshold where none adds a detection."""
+    from detectors.xray.detector import CONTAINER_CLASS
+    from detectors.xray.evaluate import best_overlap_score, standing
+
+    clean = [i for i, t in enumerate(truths) if not t]
+    # only bags with a standing hiding place can change
+    holders = [i for i, f in enumerate(per_bag)
+               if any(x.cls == CONTAINER_CLASS and x.score >= thresholds[CONTAINER_CLASS] for x in f)]
+    payload: dict[str, float] = {}
+    facts: dict[str, dict] = {}
+
+    def measure(c: str, pay: dict[str, float]) -> tuple[int, int, int, int]:
+        """(bags with c found, standing false alarms on clean bags, admitted findings, of them right)."""
+        found = fa = admitted = right = 0
+        for i in holders:
+            kept = standing(per_bag[i], thresholds, pay)
+            base = {id(f) for f in standing(per_bag[i], thresholds, {k: v for k, v in pay.items() if k != c})}
+            gt = [b for k, b in truths[i] if k == c]
+            found += bool(gt) and best_overlap_score(kept, c, gt) > 0
+            fa += len(kept) if i in clean_set else 0
+            for f in kept:
+                if id(f) not in base:
+                    admitted += 1
+                    right += best_overlap_score([f], c, gt) > 0
+        return found, fa, admitted, right
+
+    clean_set = set(clean)
+    fa_now = sum(len(standing(per_bag[i], thresholds)) for i in clean)
+    with_c = {c: sum(1 for t in truths if any(k == c for k, _ in t)) for c in thresholds}
+    for c in sorted(CALIBRATION_WEIGHTS, key=lambda k: -CALIBRATION_WEIGHTS[k]):
+        if c == CONTAINER_CLASS or not with_c.get(c):
+            continue
+        base_found, base_fa, _, _ = measure(c, payload)
+        best = None
+        for t in THRESHOLD_GRID[THRESHOLD_GRID < thresholds[c]][::-1]:
+            found, fa, admitted, right = measure(c, {**payload, c: float(t)})
+            if fa_now - base_fa + fa > budget * max(len(clean), 1) + 1e-9:
+                continue
+            if admitted and right / admitted < PAYLOAD_MIN_PRECISION:
+                continue
+            if found > (best[1] if best else base_found):
+                best = (float(t), found, fa - base_fa, admitted, right)
+        if best:
+            payload[c] = best[0]
+            fa_now += best[2]
+            facts[c] = {"threshold": best[0], "pd_gain": round((best[1] - base_found) / with_c[c], 4),
+                        "admitted": best[3], "right": best[4], "fa_added_per_clean_bag":
+                        round(best[2] / max(len(clean), 1), 4)}
+    return payload, {"by_class": facts, "fa_total": round(fa_now / max(len(clean), 1), 4),
+                     "min_precision": PAYLOAD_MIN_PRECISION}
+
+
 def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float = 0.025,
               progress: bool = True) -> tuple[dict[str, float], dict]:
     """Choose the operating thresholds on a validation draw (its own seed, never the training one
@@ -320,11 +384,14 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
     probs[contraband] *= (1 - CALIBRATION_CLEAN_SHARE) / probs[contraband].sum()
     fa_scores: dict[str, list[float]] = {c: [] for c in CLASSES}
     pd_scores: dict[str, list[float]] = {c: [] for c in CLASSES}
+    per_bag, truths = [], []
     clean = 0
     for i in range(bags):
         kind = kinds[int(rng.choice(len(kinds), p=probs))]
         bag = make_bag(rng, contraband=kind)
         found = det.detect(bag.high, bag.low)
+        per_bag.append(found)
+        truths.append([(o.cls, o.box) for o in bag.objects])
         if kind is None:
             clean += 1
             for f in found:
@@ -335,12 +402,14 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
             print(f"  calibration bags {i + 1}/{bags}", file=sys.stderr)
     thresholds, facts = choose_thresholds(fa_scores, pd_scores, clean, fa_per_clean_bag)
     facts["clean_bags"] = clean
+    payload, facts["payload"] = choose_payload_thresholds(per_bag, truths, thresholds, fa_per_clean_bag)
     m = onnx.load(str(path))
     for e in list(m.metadata_props):
-        if e.key == "thresholds":
+        if e.key in ("thresholds", "payload_thresholds"):
             m.metadata_props.remove(e)
-    e = m.metadata_props.add()
-    e.key, e.value = "thresholds", json.dumps(thresholds, sort_keys=True)
+    for key, value in (("thresholds", thresholds), ("payload_thresholds", payload)):
+        e = m.metadata_props.add()
+        e.key, e.value = key, json.dumps(value, sort_keys=True)
     onnx.save(m, str(path))
     return thresholds, facts
 
@@ -374,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     thresholds, on_draw = calibrate(path, facts["seed"] + 1000, a.calibration_bags, progress=not a.quiet)
     facts["calibration"] = {"seed": facts["seed"] + 1000, "bags": a.calibration_bags,
                             "clean_share": CALIBRATION_CLEAN_SHARE, "thresholds": thresholds,
+                            "payload_thresholds": on_draw["payload"]["by_class"] and
+                            {c: v["threshold"] for c, v in on_draw["payload"]["by_class"].items()},
                             "on_calibration_draw": on_draw, "seconds": round(time.monotonic() - t0, 1)}
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     facts["sha256"] = sha
