@@ -303,6 +303,19 @@ def test_concealment_from_the_image():
     assert lining.concealed and "lining" in lining.concealment_reason
 
 
+def test_a_finding_inside_a_compartment_finding_says_so():
+    """The officer's console shows why a narcotics finding is concealed: it lies in the false
+    bottom the model also found (the same containment rule as the payload thresholds)."""
+    from detectors.xray.detector import describe
+
+    high, low = _scene(lambda layers: None)
+    c = Candidates(np.array([[300, 200, 380, 260], [90, 70, 570, 390]], np.float32), np.array([0.3, 0.9], np.float32),
+                   np.array([CLASSES.index("narcotics"), CLASSES.index("concealment")]))
+    brick, panel = describe(c, list(CLASSES), materials(high, low))
+    assert brick.concealed and "false bottom" in brick.concealment_reason
+    assert panel.concealed and panel.concealment_reason.startswith("structural")
+
+
 _boxes = st.tuples(st.integers(0, 150), st.integers(0, 150), st.integers(5, 120), st.integers(5, 120)).map(
     lambda b: (b[0], b[1], b[0] + b[2], b[1] + b[3]))
 

@@ -88,6 +88,17 @@ class Candidates:
         return Candidates(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
+def inside_share(boxes: np.ndarray, holders: np.ndarray) -> np.ndarray:
+    """For each box (N, 4), the largest share of its area inside one of `holders` (M, 4)."""
+    if not len(boxes) or not len(holders):
+        return np.zeros(len(boxes), np.float32)
+    b = boxes
+    iw = np.clip(np.minimum(b[:, None, 2], holders[None, :, 2]) - np.maximum(b[:, None, 0], holders[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(b[:, None, 3], holders[None, :, 3]) - np.maximum(b[:, None, 1], holders[None, :, 1]), 0, None)
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
+    return (iw * ih).max(axis=1) / area
+
+
 def payload_keep(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, thr: np.ndarray,
                  payload_thr: np.ndarray, container: int | None) -> np.ndarray:
     """Which findings stand at the operating point: those at their class threshold, and those of a
@@ -106,11 +117,7 @@ def payload_keep(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, thr
     maybe = ~keep & (scores >= payload_thr[classes]) & (classes != container)
     if not len(holders) or not maybe.any():
         return keep
-    b = boxes[maybe]
-    iw = np.clip(np.minimum(b[:, None, 2], holders[None, :, 2]) - np.maximum(b[:, None, 0], holders[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(b[:, None, 3], holders[None, :, 3]) - np.maximum(b[:, None, 1], holders[None, :, 1]), 0, None)
-    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
-    keep[np.flatnonzero(maybe)] = ((iw * ih).max(axis=1) / area) >= PAYLOAD_INSIDE
+    keep[np.flatnonzero(maybe)] = inside_share(boxes[maybe], holders) >= PAYLOAD_INSIDE
     return keep
 
 
@@ -178,13 +185,18 @@ def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[Xr
         m = Materials(m.mu_high[::k, ::k], m.mu_low[::k, ::k], m.zeff[::k, ::k], m.dual, k)
     k = m.step
     inside_bag = bag_mask(m.mu_high, kernel=5)
+    container = class_names.index(CONTAINER_CLASS) if CONTAINER_CLASS in class_names else -1
+    in_compartment = inside_share(boxes.boxes, boxes.boxes[boxes.classes == container]) >= PAYLOAD_INSIDE
     out = []
-    for (x1, y1, x2, y2), s, c in zip(boxes.boxes, boxes.scores, boxes.classes, strict=True):
+    for (x1, y1, x2, y2), s, c, held in zip(boxes.boxes, boxes.scores, boxes.classes, in_compartment, strict=True):
         b = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2)))
         hb = (b[0] // k, b[1] // k, max(b[2] // k, b[0] // k + 1), max(b[3] // k, b[1] // k + 1))
         material, zeff = box_material(m, hb)
         cls = class_names[int(c)]
-        concealed, reason = concealment(m, inside_bag, hb, cls, step=k)
+        if held and int(c) != container:
+            concealed, reason = True, "inside a false bottom or double wall (a concealment finding)"
+        else:
+            concealed, reason = concealment(m, inside_bag, hb, cls, step=k)
         out.append(XrayFinding(cls, float(s), b, material, zeff, concealed, reason))
     return out
 
