@@ -138,3 +138,24 @@ def test_calibration_writes_payload_thresholds_the_runtime_reads(tmp_path):
     assert stored == {c: v["threshold"] for c, v in facts["payload"]["by_class"].items()}
     det = load_detector(path, "zastava", payload_thresholds={"narcotics": 0.2})
     assert det.post.payload_thresholds["narcotics"] == 0.2  # the configuration wins
+
+
+@pytest.mark.parametrize("views,dims", [(2, (3,)), (4, (3,)), (4, (2,)), (4, (2, 3))])
+def test_flip_views_make_the_graph_mirror_equivariant(views, dims):
+    """With the flips averaged in the graph, a mirrored bag gives the mirrored heat and boxes: a
+    wrong un-flip (or a left/right distance not swapped back) breaks this."""
+    from models.xray.net import ExportWrapper, XrayNet
+
+    torch.manual_seed(0)
+    wrap = ExportWrapper(XrayNet(len(CLASSES)).eval(), views).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        heat, ltrb = wrap._flip_average(x)
+        heat_m, ltrb_m = wrap._flip_average(x.flip(dims))
+    swap = list(range(4))
+    if 3 in dims:
+        swap[0], swap[2] = 2, 0
+    if 2 in dims:
+        swap[1], swap[3] = 3, 1
+    torch.testing.assert_close(heat_m, heat.flip(dims), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ltrb_m, ltrb.flip(dims)[:, swap], rtol=1e-4, atol=1e-4)

@@ -57,12 +57,37 @@ class ExportWrapper(nn.Module):
     """What goes into the ONNX file: sigmoid heat with the 3x3 max-pool peak filter (CenterNet's
     NMS) done in the graph, so the runtime only gathers cells above a threshold."""
 
-    def __init__(self, net: XrayNet):
+    def __init__(self, net: XrayNet, views: int = 1):
         super().__init__()
         self.net = net
+        self.views = views
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, ltrb = self.net(x)
-        heat = torch.sigmoid(logits)
+        if self.views == 1:
+            logits, ltrb = self.net(x)
+            heat = torch.sigmoid(logits)
+        else:
+            heat, ltrb = self._flip_average(x)
         peak = F.max_pool2d(heat, 3, 1, 1)
         return heat * (peak == heat).to(heat.dtype), ltrb
+
+    def _flip_average(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test-time augmentation inside the graph: the bag and its mirror images (the flips the
+        network was trained with) in one batch, mirrored back and averaged. A bag is not
+        mirror-symmetric, so each view gives the network another look at the same evidence."""
+        flips = [(), (3,), (2,), (2, 3)][: self.views]
+        batch = torch.cat([x.flip(f) if f else x for f in flips])
+        logits, ltrb = self.net(batch)
+        heat, dist = torch.sigmoid(logits), ltrb
+        hs, ds = [], []
+        for k, f in enumerate(flips):
+            h, d = heat[k:k + 1], dist[k:k + 1]
+            if f:
+                h, d = h.flip(f), d.flip(f)
+            if 3 in f:  # mirrored left-right: left and right distances swap
+                d = d[:, [2, 1, 0, 3]]
+            if 2 in f:
+                d = d[:, [0, 3, 2, 1]]
+            hs.append(h)
+            ds.append(d)
+        return torch.stack(hs).mean(0), torch.stack(ds).mean(0)

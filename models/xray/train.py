@@ -229,12 +229,13 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
     return net, facts
 
 
-def export(net: XrayNet, path: Path, facts: dict) -> str:
-    """Write the ONNX file with class names and the training facts in its metadata; return sha256."""
+def export(net: XrayNet, path: Path, facts: dict, views: int = 1) -> str:
+    """Write the ONNX file with class names and the training facts in its metadata; return sha256.
+    views > 1: the graph averages the bag with its flips (ExportWrapper)."""
     import onnx
 
     net = net.to(memory_format=torch.contiguous_format).eval()
-    wrapper = ExportWrapper(net)
+    wrapper = ExportWrapper(net, views)
     dummy = torch.zeros(1, 3, *INPUT_HW)
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
@@ -429,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate-only", action="store_true",
                     help="only choose the operating thresholds of an existing OUT/zastava-xray.onnx")
     ap.add_argument("--calibration-bags", type=int, default=4000)
+    ap.add_argument("--views", type=int, choices=(1, 2, 4), default=1,
+                    help="views the exported graph averages: the bag, mirrored left-right, top-bottom, both")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"
@@ -438,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         net, facts = train(a.bags, a.epochs, a.seed, batch=a.batch, lr=a.lr, progress=not a.quiet,
                            threads=a.threads, checkpoint=a.checkpoint)
-        export(net, path, facts)
+        facts["views"] = a.views
+        export(net, path, facts, a.views)
     t0 = time.monotonic()
     thresholds, on_draw = calibrate(path, facts["seed"] + 1000, a.calibration_bags, progress=not a.quiet)
     facts["calibration"] = {"seed": facts["seed"] + 1000, "bags": a.calibration_bags,
