@@ -159,3 +159,19 @@ def test_flip_views_make_the_graph_mirror_equivariant(views, dims):
         swap[1], swap[3] = 3, 1
     torch.testing.assert_close(heat_m, heat.flip(dims), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ltrb_m, ltrb.flip(dims)[:, swap], rtol=1e-4, atol=1e-4)
+
+
+def test_a_checkpoint_exports_and_calibrates_with_other_views(tmp_path):
+    """--from-checkpoint: the weights of a run's last saved epoch become a calibrated model (here
+    with two views averaged in the graph), without training again."""
+    ckpt = tmp_path / "ckpt.pt"
+    train.train(bags=6, epochs=1, seed=5, batch=3, progress=False, checkpoint=ckpt)
+    assert train.main(["--from-checkpoint", str(ckpt), "--views", "2", "--out", str(tmp_path),
+                       "--calibration-bags", "4", "--quiet"]) == 0
+    det = load_detector(tmp_path / "zastava-xray.onnx", "zastava")
+    meta = det.session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["train"])["views"] == 2
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log["views"] == 2 and len(log["history"]) == 1 and set(log["calibration"]["thresholds"]) == set(CLASSES)
+    bag = make_bag(np.random.default_rng(1), "narcotics")
+    assert isinstance(det.detect(bag.high, bag.low), list)

@@ -1,6 +1,6 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
-    python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--out models/xray]
+    python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--views 1] [--out models/xray]
 
 Deterministic for a seed and a thread count: bags are drawn from hw_sim.xray with numpy Generators
 seeded from it, torch is seeded and deterministic algorithms are on. The thread count changes the
@@ -430,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate-only", action="store_true",
                     help="only choose the operating thresholds of an existing OUT/zastava-xray.onnx")
     ap.add_argument("--calibration-bags", type=int, default=4000)
+    ap.add_argument("--from-checkpoint", type=Path, help="export and calibrate the weights saved there by "
+                    "--checkpoint (a run stopped near its end, or another --views), with OUT/train_log.json's facts")
     ap.add_argument("--views", type=int, choices=(1, 2, 4), default=1,
                     help="views the exported graph averages: the bag, mirrored left-right, top-bottom, both")
     a = ap.parse_args(argv)
@@ -438,6 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     log_path = a.out / "train_log.json"
     if a.calibrate_only:
         facts = json.loads(log_path.read_text()) if log_path.exists() else {"seed": a.seed}
+    elif a.from_checkpoint:
+        saved = torch.load(a.from_checkpoint, weights_only=False)
+        facts = json.loads(log_path.read_text()) if log_path.exists() else {"seed": a.seed}
+        facts = {k: v for k, v in facts.items() if k not in ("calibration", "sha256")}
+        facts.setdefault("history", saved["history"])
+        net = XrayNet(len(CLASSES))
+        net.load_state_dict(saved["state_dict"])
+        facts["views"] = a.views
+        export(net, path, facts, a.views)
     else:
         net, facts = train(a.bags, a.epochs, a.seed, batch=a.batch, lr=a.lr, progress=not a.quiet,
                            threads=a.threads, checkpoint=a.checkpoint)
