@@ -71,17 +71,21 @@ def test_sim_run_serves_receivers_and_plays_their_faults(tmp_path):
         src = RtlTcpSource(urls["receiver:rxA"], center_hz=433.92e6, block_samples=1 << 16, backoff_base_s=0.05)
         stop = threading.Event()
         blocks = []
-        t0 = time.monotonic()
+        after = 0  # samples received after the driver reconnected
+        deadline = time.monotonic() + 30.0  # only so that a dead stream fails instead of hanging
         for b in src.blocks(stop):
             blocks.append(b)
-            if time.monotonic() - t0 > 3.0:
+            if src.health().reconnects >= 1:
+                after += len(b.samples)
+            if after >= 2.4e6 or time.monotonic() > deadline:
                 break
         h = src.health()
         src.close()
         assert h.reconnects >= 1 and h.errors >= 1 and h.state == "ok"
         assert [b.seq for b in blocks] == list(range(len(blocks)))
-        # ~3 s at 2.4 MS/s minus the outage: the stream came back
-        assert sum(len(b.samples) for b in blocks) > 2.4e6 * 1.5
+        # the stream came back after the dropped client: a full second of samples (2.4 MS/s) after
+        # the reconnect (counted, not timed: a busy machine streams slower, not less)
+        assert after >= 2.4e6
         assert p.poll() is None, "an unknown fault kind must not end the simulator"
     finally:
         p.terminate()
