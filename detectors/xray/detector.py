@@ -140,9 +140,12 @@ class Postprocess:
                              np.float32)
         # a payload threshold only ever lowers a class's threshold, and only with a container class
         self._container = self.class_names.index(CONTAINER_CLASS) if CONTAINER_CLASS in self.class_names else None
-        self._payload = np.minimum(self._thr, np.array(
+        self._payload = self._thr if self._container is None else np.minimum(self._thr, np.array(
             [self.payload_thresholds.get(c, 1.0) for c in self.class_names], np.float32))
-        self._first = self._payload if self._container is not None else self._thr
+
+    def standing(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Which of these findings stand at this operating point (payload_keep)."""
+        return payload_keep(boxes, scores, classes, self._thr, self._payload, self._container)
 
     def select(self, c: Candidates, width: int, height: int) -> Candidates:
         if len(c.scores) == 0:
@@ -151,7 +154,7 @@ class Postprocess:
         valid = (cls >= 0) & (cls < len(self.class_names)) & np.isfinite(c.scores)
         valid &= np.isfinite(c.boxes).all(axis=1)
         cls_ok = np.clip(cls, 0, len(self.class_names) - 1)
-        keep = valid & (c.scores >= self._first[cls_ok])
+        keep = valid & (c.scores >= self._payload[cls_ok])
         boxes = c.boxes[keep].copy()
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
@@ -165,10 +168,8 @@ class Postprocess:
         idx = np.asarray(idx, np.int64).reshape(-1)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
         boxes, scores, cls = boxes[idx], scores[idx], cls[idx]
-        if self._first is self._payload:
-            stand = payload_keep(boxes, scores, cls, self._thr, self._payload, self._container)
-            boxes, scores, cls = boxes[stand], scores[stand], cls[stand]
-        return Candidates(boxes, scores, cls)
+        stand = self.standing(boxes, scores, cls)
+        return Candidates(boxes[stand], scores[stand], cls[stand])
 
 
 def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[XrayFinding]:

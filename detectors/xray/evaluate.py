@@ -30,14 +30,7 @@ import cv2
 import numpy as np
 
 from detectors.xray import CLASSES
-from detectors.xray.detector import (
-    CONTAINER_CLASS,
-    MIN_CANDIDATE_SCORE,
-    OnnxDetector,
-    XrayFinding,
-    load_detector,
-    payload_keep,
-)
+from detectors.xray.detector import MIN_CANDIDATE_SCORE, Postprocess, XrayFinding, load_detector
 from detectors.xray.preprocess import pseudocolor
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "xray" / "zastava-xray.onnx"
@@ -127,14 +120,13 @@ def best_overlap_score(findings: list[XrayFinding], cls: str, boxes) -> float:
 
 def standing(findings: list[XrayFinding], thresholds: dict[str, float],
              payload: dict[str, float] | None = None) -> list[XrayFinding]:
-    """The findings that stand at an operating point: the runtime's own rule (payload_keep) on
-    findings taken at the lowest candidate score."""
+    """The findings that stand at an operating point: the runtime's own rule (Postprocess.standing)
+    on findings taken at the lowest candidate score."""
     if not findings:
         return []
-    thr = np.array([thresholds.get(c, 0.5) for c in CLASSES], np.float32)
-    pay = np.minimum(thr, np.array([(payload or {}).get(c, 1.0) for c in CLASSES], np.float32))
-    keep = payload_keep(np.array([f.box for f in findings], np.float32), np.array([f.score for f in findings], np.float32),
-                        np.array([CLASSES.index(f.cls) for f in findings]), thr, pay, CLASSES.index(CONTAINER_CLASS))
+    post = Postprocess(list(CLASSES), thresholds, payload_thresholds=dict(payload or {}))
+    keep = post.standing(np.array([f.box for f in findings], np.float32), np.array([f.score for f in findings], np.float32),
+                         np.array([CLASSES.index(f.cls) for f in findings]))
     return [f for f, k in zip(findings, keep, strict=True) if k]
 
 
@@ -211,12 +203,6 @@ def run_all(detector, samples: Iterable[Sample], progress: bool = False) -> tupl
     return per_bag, truths, names, spent
 
 
-def model_thresholds(path: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """The operating point the model carries in its metadata: thresholds and payload thresholds."""
-    det = OnnxDetector(path, "zastava", threads=1)
-    return dict(det.model_thresholds), dict(det.model_payload_thresholds)
-
-
 def plot_pr(curves: dict[str, dict], path: Path, result: dict | None = None) -> None:
     """PR curves, one panel per class, model in red, baseline in blue (OpenCV drawing: no
     plotting library is a runtime dependency)."""
@@ -282,13 +268,14 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     runs = {}
     if model.is_file():
         det = load_detector(model, "zastava", thresholds=raw, threads=1)
-        thr, payload = model_thresholds(model)
-        op = {c: thr.get(c, 0.5) for c in CLASSES}
+        # the operating point the model carries (the raw thresholds only override what it runs at)
+        op = {c: det.model_thresholds.get(c, 0.5) for c in CLASSES}
+        payload = dict(det.model_payload_thresholds)
         per_bag, _, _, spent = run_all(det, samples, progress)
         result["model"], curves["model"] = score_detector(per_bag, truths, op, places, payload)
         details["model"] = {"path": str(model), "thresholds": op, "payload_thresholds": payload,
                             "ms_per_bag": round(1000 * spent / len(samples), 2)}
-        runs["model"] = [standing(f, op, payload) for f in per_bag]
+        runs["model"] = (per_bag, op, payload)
     else:
         print(f"no model at {model}: measuring the baseline only", file=sys.stderr)
     base = load_detector("physics", thresholds=raw)
@@ -296,7 +283,7 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     bop = {c: BASELINE_THRESHOLD for c in CLASSES}
     result["baseline"], curves["baseline"] = score_detector(per_bag, truths, bop, places)
     details["baseline"] = {"thresholds": bop, "ms_per_bag": round(1000 * spent / len(samples), 2)}
-    runs["baseline"] = [standing(f, bop) for f in per_bag]
+    runs["baseline"] = (per_bag, bop, None)
     result["bags"] = len(samples)
     result["clean_bags"] = sum(1 for t in truths if not t)
     plot_pr(curves, out_dir / "pr_curves.png", result)
@@ -305,8 +292,9 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     for c in (*CLASSES, None):
         idx = [i for i, t in enumerate(truths) if (c is None and not t) or (c and any(k == c for k, _ in t))]
         pick += idx[:2]
-    for name, per in runs.items():
-        draw_examples([samples[i] for i in pick], [per[i] for i in pick], out_dir / f"examples_{name}.png")
+    for name, (per, thr, pay) in runs.items():
+        draw_examples([samples[i] for i in pick], [standing(per[i], thr, pay) for i in pick],
+                      out_dir / f"examples_{name}.png")
     (out_dir / "details.json").write_text(json.dumps({**details, **result}, indent=1, sort_keys=True) + "\n")
     return result
 

@@ -63,38 +63,38 @@ def choose_payload_thresholds(per_bag: list[list], truths: list[list[tuple[str, 
     findings it admits are right at least PAYLOAD_MIN_PRECISION of the time. Classes in the order
     of CALIBRATION_WEIGHTS (each sees the false alarms the earlier ones added); a class keeps no
     payload threshold where none adds a detection."""
-    clean = [i for i, t in enumerate(truths) if not t]
+    clean = {i for i, t in enumerate(truths) if not t}
     # only bags with a standing hiding place can change
     holders = [i for i, f in enumerate(per_bag)
                if any(x.cls == CONTAINER_CLASS and x.score >= thresholds[CONTAINER_CLASS] for x in f)]
     payload: dict[str, float] = {}
     facts: dict[str, dict] = {}
 
-    def measure(c: str, pay: dict[str, float]) -> tuple[int, int, int, int]:
-        """(bags with c found, standing false alarms on clean bags, admitted findings, of them right)."""
+    def measure(c: str, pay: dict[str, float], base: dict[int, set[int]]) -> tuple[int, int, int, int]:
+        """(bags with c found, standing false alarms on clean bags, findings admitted beyond `base`
+        (each bag's standing findings without c's payload threshold), of them right)."""
         found = fa = admitted = right = 0
         for i in holders:
             kept = standing(per_bag[i], thresholds, pay)
-            base = {id(f) for f in standing(per_bag[i], thresholds, {k: v for k, v in pay.items() if k != c})}
             gt = [b for k, b in truths[i] if k == c]
             found += bool(gt) and best_overlap_score(kept, c, gt) > 0
-            fa += len(kept) if i in clean_set else 0
+            fa += len(kept) if i in clean else 0
             for f in kept:
-                if id(f) not in base:
+                if id(f) not in base[i]:
                     admitted += 1
                     right += best_overlap_score([f], c, gt) > 0
         return found, fa, admitted, right
 
-    clean_set = set(clean)
     fa_now = sum(len(standing(per_bag[i], thresholds)) for i in clean)
     with_c = {c: sum(1 for t in truths if any(k == c for k, _ in t)) for c in thresholds}
     for c in sorted(CALIBRATION_WEIGHTS, key=lambda k: -CALIBRATION_WEIGHTS[k]):
         if c == CONTAINER_CLASS or not with_c.get(c):
             continue
-        base_found, base_fa, _, _ = measure(c, payload)
+        base = {i: {id(f) for f in standing(per_bag[i], thresholds, payload)} for i in holders}
+        base_found, base_fa, _, _ = measure(c, payload, base)
         best = None
         for t in THRESHOLD_GRID[THRESHOLD_GRID < thresholds[c]][::-1]:
-            found, fa, admitted, right = measure(c, {**payload, c: float(t)})
+            found, fa, admitted, right = measure(c, {**payload, c: float(t)}, base)
             if fa_now - base_fa + fa > budget * max(len(clean), 1) + 1e-9:
                 continue
             if admitted and right / admitted < PAYLOAD_MIN_PRECISION:

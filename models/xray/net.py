@@ -78,10 +78,10 @@ class ExportWrapper(nn.Module):
         flips = [(), (3,), (2,), (2, 3)][: self.views]
         batch = torch.cat([x.flip(f) if f else x for f in flips])
         logits, ltrb = self.net(batch)
-        heat, dist = torch.sigmoid(logits), ltrb
+        heat = torch.sigmoid(logits)
         hs, ds = [], []
         for k, f in enumerate(flips):
-            h, d = heat[k:k + 1], dist[k:k + 1]
+            h, d = heat[k:k + 1], ltrb[k:k + 1]
             if f:
                 h, d = h.flip(f), d.flip(f)
             if 3 in f:  # mirrored left-right: left and right distances swap

@@ -24,13 +24,7 @@ import torch
 
 from detectors.xray import CLASSES
 from detectors.xray.preprocess import model_input
-from models.xray.calibration import (  # noqa: F401 - re-exported: the recipe's names in one place
-    CALIBRATION_WEIGHTS,
-    PAYLOAD_MIN_PRECISION,
-    THRESHOLD_GRID,
-    choose_payload_thresholds,
-    choose_thresholds,
-)
+from models.xray.calibration import choose_payload_thresholds, choose_thresholds
 from models.xray.net import ExportWrapper, XrayNet
 
 INPUT_HW = (224, 320)
