@@ -24,6 +24,21 @@ def test_thresholds_spend_the_false_alarm_budget_where_it_buys_detections():
     assert 0.5 < thr["narcotics"] <= 0.55 and facts["fa_total"] <= 0.01  # the 0.9 alarm only
 
 
+def test_a_weapon_floor_is_kept_before_the_weighted_sum_is_maximised():
+    # narcotics buy more weighted pd per false alarm than weapons do: the sum alone would let the
+    # weapon rate fall to 0.98 for them; the floor keeps weapons at 1.0 and narcotics get the rest
+    fa = {"narcotics": [0.3] * 2, "weapon": [0.2] * 2}
+    pd = {"narcotics": [0.25] * 5 + [0.95] * 5, "weapon": [0.15] * 2 + [0.25] * 98}
+    thr, facts = calibration.choose_thresholds(fa, pd, clean=100, budget=0.02, floors={})
+    assert thr["narcotics"] <= 0.25 and facts["pd"]["weapon"] == 0.98
+    thr, facts = calibration.choose_thresholds(fa, pd, clean=100, budget=0.02, floors={"weapon": 0.985})
+    assert thr["weapon"] <= 0.15 and facts["pd"]["weapon"] == 1.0 and facts["floors_held"]
+    assert thr["narcotics"] > 0.3 and facts["pd"]["narcotics"] == 0.5 and facts["fa_total"] <= 0.02
+    # a floor no combination within the budget can keep is dropped, and the facts say so
+    thr, facts = calibration.choose_thresholds(fa, pd, clean=100, budget=0.0, floors={"weapon": 0.985})
+    assert not facts["floors_held"] and facts["fa_total"] == 0.0
+
+
 def _f(cls, score, box):
     return XrayFinding(cls, score, box)
 

@@ -113,11 +113,44 @@ def test_a_checkpoint_exports_and_calibrates_with_other_views(tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     train.train(bags=6, epochs=1, seed=5, batch=3, progress=False, checkpoint=ckpt)
     assert train.main(["--from-checkpoint", str(ckpt), "--views", "2", "--out", str(tmp_path),
-                       "--calibration-bags", "4", "--quiet"]) == 0
+                       "--calibration-bags", "4", "--quiet", "--no-verifier"]) == 0
     det = load_detector(tmp_path / "zastava-xray.onnx", "zastava")
     meta = det.session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["train"])["views"] == 2
     log = json.loads((tmp_path / "train_log.json").read_text())
     assert log["views"] == 2 and len(log["history"]) == 1 and set(log["calibration"]["thresholds"]) == set(CLASSES)
     bag = make_bag(np.random.default_rng(1), "narcotics")
+    assert isinstance(det.detect(bag.high, bag.low), list)
+
+
+def test_the_verifier_learns_from_the_detectors_candidates_and_is_linked_to_it(tmp_path):
+    """The recipe's second stage on a tiny detector: candidates collected the same way for a seed
+    whatever the workers, the same weights for a seed, the file named with its sha256 in the
+    detector's metadata, and the pair calibrated together."""
+    from detectors.xray.verifier import file_sha256
+    from models.xray import verifier_train
+    from models.xray.net import XrayNet
+
+    # an untrained network: its heat sits at the prior (~0.1) everywhere, so it proposes plenty
+    torch.manual_seed(0)
+    path = tmp_path / "zastava-xray.onnx"
+    train.export(XrayNet(len(CLASSES)), path, {"seed": 5})
+    (tmp_path / "train_log.json").write_text(json.dumps({"seed": 5}))
+    one = verifier_train.collect(path, seed=7, bags=4, workers=1, progress=False)
+    two = verifier_train.collect(path, seed=7, bags=4, workers=2, progress=False)
+    assert len(one["labels"]) > 0 and all(np.array_equal(one[k], two[k]) for k in one)
+    a, facts = verifier_train.train(one, epochs=1, seed=2, threads=1, progress=False)
+    b, _ = verifier_train.train(one, epochs=1, seed=2, threads=1, progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert facts["candidates"] == len(one["labels"])
+
+    assert train.main(["--verifier-only", "--out", str(tmp_path), "--verifier-bags", "4", "--verifier-epochs", "1",
+                       "--calibration-bags", "4", "--quiet"]) == 0
+    det = load_detector(path, "zastava")
+    vfile = tmp_path / verifier_train.FILE
+    assert det.verifier is not None and det.verifier.cls == "narcotics"
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log["verifier"]["sha256"] == file_sha256(vfile) and log["verifier"]["bags"] == 4
+    assert log["sha256"] == file_sha256(path)
+    bag = make_bag(np.random.default_rng(2), "narcotics")
     assert isinstance(det.detect(bag.high, bag.low), list)

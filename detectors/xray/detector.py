@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -36,6 +37,7 @@ from detectors.xray.preprocess import (
     model_materials,
     pseudocolor_from,
 )
+from detectors.xray.verifier import MAX_VERIFIED, Verifier, verifier_from_metadata
 
 log = logging.getLogger("zastava.xray")
 
@@ -147,14 +149,19 @@ class Postprocess:
         """Which of these findings stand at this operating point (payload_keep)."""
         return payload_keep(boxes, scores, classes, self._thr, self._payload, self._container)
 
-    def select(self, c: Candidates, width: int, height: int) -> Candidates:
+    def select(self, c: Candidates, width: int, height: int, rescore: Rescore | None = None) -> Candidates:
+        """rescore = (class index, function): that class's candidates enter NMS at any candidate
+        score, and after NMS the function (a verifier) gives the scores the thresholds apply to."""
         if len(c.scores) == 0:
             return c
         cls = c.classes.astype(np.int64)
         valid = (cls >= 0) & (cls < len(self.class_names)) & np.isfinite(c.scores)
         valid &= np.isfinite(c.boxes).all(axis=1)
         cls_ok = np.clip(cls, 0, len(self.class_names) - 1)
-        keep = valid & (c.scores >= self._payload[cls_ok])
+        floor = self._payload[cls_ok]
+        if rescore is not None:
+            floor = np.where(cls_ok == rescore[0], MIN_CANDIDATE_SCORE, floor)
+        keep = valid & (c.scores >= floor)
         boxes = c.boxes[keep].copy()
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
@@ -168,8 +175,29 @@ class Postprocess:
         idx = np.asarray(idx, np.int64).reshape(-1)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
         boxes, scores, cls = boxes[idx], scores[idx], cls[idx]
+        if rescore is not None:
+            boxes, scores, cls = _rescored(boxes, scores, cls, *rescore)
         stand = self.standing(boxes, scores, cls)
         return Candidates(boxes[stand], scores[stand], cls[stand])
+
+
+Rescore = tuple[int, Callable[[np.ndarray, np.ndarray], np.ndarray]]
+
+
+def _rescored(boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, which: int,
+              fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class `which`'s boxes (sorted by score, best first) re-scored by fn, the best MAX_VERIFIED
+    of them; the rest, the weakest candidates of an unusually busy frame, drop out."""
+    sel = np.flatnonzero(cls == which)
+    if not len(sel):
+        return boxes, scores, cls
+    top = sel[:MAX_VERIFIED]
+    verdict = fn(boxes[top], scores[top].copy())
+    scores = scores.copy()
+    scores[sel] = 0.0
+    scores[top] = verdict
+    order = np.argsort(-scores, kind="stable")
+    return boxes[order], scores[order], cls[order]
 
 
 def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[XrayFinding]:
@@ -324,7 +352,7 @@ class OnnxDetector:
 
     def __init__(self, path: Path, layout: Layout, class_names: list[str] | None = None,
                  thresholds: dict[str, float] | None = None, default_threshold: float = 0.5,
-                 threads: int = 1, payload_thresholds: dict[str, float] | None = None):
+                 threads: int = 1, payload_thresholds: dict[str, float] | None = None, verifier: bool = True):
         if layout not in ("zastava", "yolo", "e2e"):
             raise ModelLayoutError(f"unknown layout {layout!r}; one of zastava, yolo, e2e")
         self.path, self.layout = Path(path), layout
@@ -380,6 +408,11 @@ class OnnxDetector:
         merged = {**self.model_thresholds, **dict(thresholds or {})}
         payload = {**self.model_payload_thresholds, **dict(payload_thresholds or {})}
         self.post = Postprocess(self.class_names, merged, default_threshold, payload_thresholds=payload)
+        # our model's second look at one class (detectors/xray/verifier.py), named in its metadata
+        self.verifier: Verifier | None = None
+        if layout == "zastava" and verifier:
+            self.verifier = verifier_from_metadata(self.path, self.session.get_modelmeta().custom_metadata_map,
+                                                   self.class_names, threads)
 
     # The three layouts differ only in the tensor they want and how they encode boxes.
     def prepare(self, m: Materials, high: np.ndarray, low: np.ndarray | None) -> tuple[np.ndarray, object]:
@@ -409,7 +442,11 @@ class OnnxDetector:
         x, geom = self.prepare(m, high, low)
         outputs = self.session.run(self.output_names, {self.input_name: x})
         cand = self.decode(outputs, geom, high.shape)
-        kept = self.post.select(cand, high.shape[1], high.shape[0])
+        rescore = None
+        if self.verifier is not None:
+            v = self.verifier
+            rescore = (self.class_names.index(v.cls), lambda b, s: v.score(high, low, b, s))
+        kept = self.post.select(cand, high.shape[1], high.shape[0], rescore)
         return describe(kept, self.class_names, m)
 
 
@@ -471,8 +508,11 @@ def unletterbox(c: Candidates, scale: float, px: int, py: int) -> Candidates:
 
 def load_detector(model: Path | str, layout: Layout = "zastava", class_names: list[str] | None = None,
                   thresholds: dict[str, float] | None = None, default_threshold: float = 0.5,
-                  threads: int = 1, payload_thresholds: dict[str, float] | None = None) -> Detector:
-    """Build the configured detector: "physics" = the baseline, else an ONNX file in `layout`."""
+                  threads: int = 1, payload_thresholds: dict[str, float] | None = None,
+                  verifier: bool = True) -> Detector:
+    """Build the configured detector: "physics" = the baseline, else an ONNX file in `layout`.
+    verifier=False leaves out the verifier our model's metadata names (training a new one needs
+    the detector's own candidates)."""
     if isinstance(model, str) and model == "physics":
         from detectors.xray.baseline import PhysicsDetector
 
@@ -481,4 +521,5 @@ def load_detector(model: Path | str, layout: Layout = "zastava", class_names: li
     path = Path(model)
     if not path.is_file():
         raise ModelLayoutError(f"model file not found: {path}")
-    return OnnxDetector(path, layout, class_names, thresholds, default_threshold, threads, payload_thresholds)
+    return OnnxDetector(path, layout, class_names, thresholds, default_threshold, threads, payload_thresholds,
+                        verifier)

@@ -91,3 +91,19 @@ class ExportWrapper(nn.Module):
             hs.append(h)
             ds.append(d)
         return torch.stack(hs).mean(0), torch.stack(ds).mean(0)
+
+
+class VerifierNet(nn.Module):
+    """The verifier (detectors/xray/verifier.py): a plain conv stack on a 64 x 64 crop (stride 2
+    three times, to 8 x 8), its mean and max over the crop, the box features, two dense layers.
+    Returns a logit per crop."""
+
+    def __init__(self, channels: int = 4, features: int = 3):
+        super().__init__()
+        self.body = nn.Sequential(conv(channels, 24, 2), conv(24, 48), conv(48, 64, 2), conv(64, 64),
+                                  conv(64, 96, 2), conv(96, 96))
+        self.head = nn.Sequential(nn.Linear(2 * 96 + features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+
+    def forward(self, crop: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        f = self.body(crop)
+        return self.head(torch.cat([f.mean((2, 3)), f.amax((2, 3)), box], 1))[:, 0]

@@ -2,6 +2,9 @@
 
     python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--views 1] [--out models/xray]
 
+Then the narcotics verifier is trained on the new detector's candidates (verifier_train.py) and
+the operating thresholds are chosen for the pair (calibrate).
+
 Deterministic for a seed and a thread count: bags are drawn from hw_sim.xray with numpy Generators
 seeded from it, torch is seeded and deterministic algorithms are on. The thread count changes the
 float summation order, so it is part of the recipe (recorded in the metadata and train_log.json). Writes zastava-xray.onnx (class names and training facts
@@ -332,11 +335,16 @@ def main(argv: list[str] | None = None) -> int:
                     "--checkpoint (a run stopped near its end, or another --views), with OUT/train_log.json's facts")
     ap.add_argument("--views", type=int, choices=(1, 2, 4), default=1,
                     help="views the exported graph averages: the bag, mirrored left-right, top-bottom, both")
+    ap.add_argument("--no-verifier", action="store_true", help="ship the detector alone (no narcotics verifier)")
+    ap.add_argument("--verifier-only", action="store_true",
+                    help="train the verifier for an existing OUT/zastava-xray.onnx, then calibrate the pair")
+    ap.add_argument("--verifier-bags", type=int, default=12000)
+    ap.add_argument("--verifier-epochs", type=int, default=8)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"
     log_path = a.out / "train_log.json"
-    if a.calibrate_only:
+    if a.calibrate_only or a.verifier_only:
         facts = json.loads(log_path.read_text()) if log_path.exists() else {"seed": a.seed}
     elif a.from_checkpoint:
         saved = torch.load(a.from_checkpoint, weights_only=False)
@@ -352,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
                            threads=a.threads, checkpoint=a.checkpoint)
         facts["views"] = a.views
         export(net, path, facts, a.views)
+    if a.verifier_only or not (a.calibrate_only or a.no_verifier):
+        from models.xray import verifier_train
+
+        facts["verifier"] = verifier_train.build(path, a.verifier_bags, a.verifier_epochs, facts["seed"] + 3000,
+                                                 threads=a.threads, progress=not a.quiet)
+    elif a.no_verifier:
+        facts.pop("verifier", None)
     t0 = time.monotonic()
     thresholds, on_draw = calibrate(path, facts["seed"] + 1000, a.calibration_bags, progress=not a.quiet)
     facts["calibration"] = {"seed": facts["seed"] + 1000, "bags": a.calibration_bags,
@@ -364,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     log_path.write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     took = f"; train {facts['train_seconds'] / 60:.1f} min, data {facts['data_seconds'] / 60:.1f} min" \
         if "train_seconds" in facts else ""
+    if "verifier" in facts:
+        v = facts["verifier"]
+        took += f"; verifier data {v['data_seconds'] / 60:.1f} min, train {v['train_seconds'] / 60:.1f} min"
     print(f"wrote {a.out / 'zastava-xray.onnx'} sha256 {sha}{took}")
     return 0
 

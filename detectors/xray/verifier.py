@@ -1,0 +1,156 @@
+"""The second look: a small classifier that re-scores one class's candidates on full-resolution crops.
+
+Why a second stage: our detector sees the bag at half resolution (3 mm a pixel) and has to find
+everything at once. A wrapped block of narcotics and a cheese or a shoe of the same organic
+material differ in details of a few millimetres: the tape and film around the block (a 4 mm
+rim), its sharp corners, a second dense layer inside a shoe or a laptop. The detector proposes
+its narcotics candidates at a low score; the verifier looks at each one at 1.5 mm a pixel and
+gives the score that the operating threshold is applied to (models/xray/MODEL_CARD.md,
+"Verifier": on the calibration draw it raises narcotics pd at the same false-alarm budget).
+
+The verifier is its own ONNX file, named with its sha256 in the detector's metadata ("verifier"),
+so the pair whose thresholds were calibrated together always runs together: a missing or
+different file is refused when the detector loads.
+
+ONNX layout: inputs "crop" [N, 4, S, S] float (crop_input) and "box" [N, 3] float
+(box_features); output "p" [N] float, the probability that the candidate is the class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from detectors.xray.preprocess import MU_SCALE, Z_SCALE, materials
+
+CROP = 64  # crop side, pixels: a typical candidate (a 10-20 cm block) is 65-130 px at full resolution
+CHANNELS = 4
+MARGIN = 0.15  # context around the box, as a share of its side, plus MARGIN_PX
+MARGIN_PX = 6
+HIGHPASS_SIGMA = 1.5  # px; the rim of a wrapped block is 2-3 px wide at full resolution
+HIGHPASS_SCALE = 2.0
+MAX_VERIFIED = 16  # candidates per frame; the detector proposes ~2 narcotics candidates per bag
+
+
+def crop_window(box, shape_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The image window a candidate's crop is taken from: its box with some context around it,
+    at least 2 x 2 pixels and inside the image whatever the box (a decoder's garbage included)."""
+    h, w = shape_hw
+    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, x2 = min(x1, x2), max(x1, x2)
+    y1, y2 = min(y1, y2), max(y1, y2)
+    mx, my = MARGIN * (x2 - x1) + MARGIN_PX, MARGIN * (y2 - y1) + MARGIN_PX
+    X1 = int(np.clip(np.floor(x1 - mx), 0, w - 2))
+    Y1 = int(np.clip(np.floor(y1 - my), 0, h - 2))
+    X2 = int(np.clip(np.ceil(x2 + mx), X1 + 2, w))
+    Y2 = int(np.clip(np.ceil(y2 + my), Y1 + 2, h))
+    return X1, Y1, X2, Y2
+
+
+def crop_input(high: np.ndarray, low: np.ndarray | None, box, out: np.ndarray | None = None) -> np.ndarray:
+    """[4, CROP, CROP] float32: high and low attenuation, Zeff and the magnitude of the high
+    image's fine detail (attenuation minus its blur), from the full-resolution window around `box`,
+    resized with area averaging. The fine-detail channel is computed before resizing, so a rim
+    thinner than a resized pixel still leaves its trace in it."""
+    X1, Y1, X2, Y2 = crop_window(box, high.shape)
+    m = materials(high[Y1:Y2, X1:X2], None if low is None else low[Y1:Y2, X1:X2])
+    detail = cv2.absdiff(m.mu_high, cv2.GaussianBlur(m.mu_high, (0, 0), HIGHPASS_SIGMA))
+    if out is None:
+        out = np.empty((CHANNELS, CROP, CROP), np.float32)
+    for c, (img, scale) in enumerate(((m.mu_high, MU_SCALE), (m.mu_low, MU_SCALE), (m.zeff, Z_SCALE),
+                                      (detail, HIGHPASS_SCALE))):
+        cv2.resize(img, (CROP, CROP), dst=out[c], interpolation=cv2.INTER_AREA)
+        out[c] *= scale
+    return out
+
+
+def box_features(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[N, 3] float32: the detector's score and the box's log width and height (the crop is
+    resized to a square, so its true size and shape come this way)."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    w = np.maximum(b[:, 2] - b[:, 0], 1.0)
+    h = np.maximum(b[:, 3] - b[:, 1], 1.0)
+    return np.column_stack((np.asarray(scores, np.float32), np.log(w / CROP), np.log(h / CROP))).astype(np.float32)
+
+
+class VerifierError(ValueError):
+    """The verifier file is missing, is not the one the detector was calibrated with, or has the
+    wrong layout."""
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class Verifier:
+    """One class's second look, on an onnxruntime session created once."""
+
+    session: ort.InferenceSession
+    cls: str
+
+    def score(self, high: np.ndarray, low: np.ndarray | None, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The verifier's probability for each candidate box (image pixels) of its class."""
+        if len(boxes) == 0:
+            return np.zeros(0, np.float32)
+        crops = np.empty((len(boxes), CHANNELS, CROP, CROP), np.float32)
+        for k, b in enumerate(boxes):
+            crop_input(high, low, b, out=crops[k])
+        p = self.session.run(["p"], {"crop": crops, "box": box_features(boxes, scores)})[0]
+        return np.nan_to_num(np.asarray(p, np.float32).reshape(-1), nan=0.0)
+
+
+def load_verifier(path: Path, sha256: str | None, threads: int = 1) -> Verifier:
+    """Load and check a verifier. `sha256`, from the detector's metadata, must match the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VerifierError(f"verifier file not found: {path} (the detector's metadata names it; it ships beside "
+                            "the detector)")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise VerifierError(f"{path} is not the verifier this detector was calibrated with (sha256 differs); "
+                            "retrain with `make models` or restore the pair")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own types for corrupt files
+        raise VerifierError(f"{path}: cannot load ONNX verifier: {e}") from e
+    ins = {i.name: i.shape for i in sess.get_inputs()}
+    outs = [o.name for o in sess.get_outputs()]
+    if set(ins) != {"crop", "box"} or outs != ["p"]:
+        raise VerifierError(f"{path}: a verifier has inputs 'crop', 'box' and output 'p'; got {sorted(ins)} -> {outs}")
+    if list(ins["crop"][1:]) != [CHANNELS, CROP, CROP] or ins["box"][1:] != [3]:
+        raise VerifierError(f"{path}: expected crop [N, {CHANNELS}, {CROP}, {CROP}] and box [N, 3], got "
+                            f"{ins['crop']} and {ins['box']}")
+    cls = sess.get_modelmeta().custom_metadata_map.get("verifies")
+    if not cls:
+        raise VerifierError(f"{path}: metadata 'verifies' (the class it re-scores) is missing")
+    return Verifier(sess, cls)
+
+
+def verifier_from_metadata(model_path: Path, meta: dict[str, str], class_names: list[str],
+                           threads: int = 1) -> Verifier | None:
+    """The verifier a detector's metadata names ({"file": ..., "sha256": ...}, the file beside the
+    detector), or None when it names none."""
+    raw = meta.get("verifier")
+    if not raw:
+        return None
+    try:
+        spec = json.loads(raw)
+        name, sha = str(spec["file"]), str(spec["sha256"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise VerifierError(f"{model_path}: metadata 'verifier' is not {{\"file\": .., \"sha256\": ..}}: {e}") from e
+    if Path(name).name != name:
+        raise VerifierError(f"{model_path}: metadata 'verifier' must name a file beside the model, got {name!r}")
+    v = load_verifier(Path(model_path).parent / name, sha, threads)
+    if v.cls not in class_names:
+        raise VerifierError(f"{name} verifies {v.cls!r}, which is not one of the model's classes {class_names}")
+    return v

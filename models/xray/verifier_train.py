@@ -1,0 +1,209 @@
+"""Train the narcotics verifier (detectors/xray/verifier.py) on a trained detector's own candidates.
+
+    python -m models.xray.verifier_train [--detector models/xray/zastava-xray.onnx] [--bags 12000]
+        [--epochs 8] [--seed 3001] [--workers 2]
+
+The detector runs on a fresh simulator draw (its own seed: neither the detector's training draw,
+where the detector's scores are better than anywhere else, nor the calibration or held-out ones);
+every narcotics candidate it proposes becomes a full-resolution crop, labelled a narcotics block
+when it overlaps one with IoU >= PD_IOU (the evaluation's own test of "found"). A small CNN learns
+to tell those apart. The result is written beside the detector and named, with its sha256, in the
+detector's metadata; the detector's operating thresholds must be chosen again afterwards
+(train.calibrate), because the narcotics scores are now the verifier's.
+
+Deterministic for a seed and thread count: each bag is drawn from default_rng([seed, i]), so the
+workers' split does not matter, and torch runs its deterministic algorithms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+import warnings
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from detectors.xray import CLASSES
+from detectors.xray.evaluate import PD_IOU, iou
+from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
+from models.xray.net import VerifierNet
+from models.xray.train import MIX
+
+VERIFIED = "narcotics"
+OUT = Path(__file__).resolve().parent
+FILE = "zastava-xray-verifier.onnx"
+# The draw: the detector's training mix (train.MIX), hiding places the simulator's uniform choice.
+# A candidate that overlaps a block without reaching PD_IOU is neither a clear hit nor a clear
+# miss (half a block, a box around the block and its host): left out of the loss.
+AMBIGUOUS_IOU = 0.1
+
+_detector = None
+
+
+def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One bag's narcotics candidates: crops, box features, labels, loss weights."""
+    from detectors.xray.detector import MIN_CANDIDATE_SCORE, load_detector
+    from hw_sim.xray.scene import make_bag
+
+    global _detector
+    path, seed, i = args
+    if _detector is None:  # one session per worker process
+        _detector = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES},
+                                  verifier=False)
+    rng = np.random.default_rng([seed, i])
+    kinds = list(MIX)
+    kind = kinds[int(rng.choice(len(kinds), p=np.array(list(MIX.values()))))]
+    bag = make_bag(rng, contraband=kind)
+    found = [f for f in _detector.detect(bag.high, bag.low) if f.cls == VERIFIED]
+    gt = np.array([o.box for o in bag.objects if o.cls == VERIFIED], np.float64).reshape(-1, 4)
+    crops = np.zeros((len(found), CHANNELS, CROP, CROP), np.float16)
+    boxes = np.array([f.box for f in found], np.float32).reshape(-1, 4)
+    scores = np.array([f.score for f in found], np.float32)
+    best = iou(boxes.astype(np.float64), gt).max(axis=1) if len(gt) and len(found) else np.zeros(len(found))
+    for k, f in enumerate(found):
+        crops[k] = crop_input(bag.high, bag.low, f.box)
+    labels = (best >= PD_IOU).astype(np.float32)
+    weights = np.where((labels == 0) & (best > AMBIGUOUS_IOU), 0.0, 1.0).astype(np.float32)
+    return crops, box_features(boxes, scores), labels, weights
+
+
+def collect(detector: Path, seed: int, bags: int, workers: int = 2, progress: bool = True) -> dict[str, np.ndarray]:
+    """Every narcotics candidate of `bags` simulator bags, in bag order."""
+    parts = []
+    t0 = time.monotonic()
+    jobs = [(str(detector), seed, i) for i in range(bags)]
+    with get_context("fork").Pool(workers) as pool:
+        for k, part in enumerate(pool.imap(_bag_candidates, jobs, chunksize=16)):
+            parts.append(part)
+            if progress and (k + 1) % 1000 == 0:
+                print(f"  verifier bags {k + 1}/{bags}  {(k + 1) / (time.monotonic() - t0):.1f}/s", file=sys.stderr)
+    return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(("crops", "feats", "labels", "weights"))}
+
+
+def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2, batch: int = 64,
+          lr: float = 2e-3, progress: bool = True) -> tuple[VerifierNet, dict]:
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    X, A, Y, W = data["crops"], data["feats"], data["labels"], data["weights"]
+    if not len(Y):
+        raise ValueError("the detector proposed no narcotics candidates on this draw: nothing to train a verifier on")
+    net = VerifierNet().to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = max(len(Y) // batch, 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps * epochs, pct_start=0.15)
+    rng = np.random.default_rng(seed + 1)
+    history = []
+    t0 = time.monotonic()
+    for ep in range(epochs):
+        net.train()
+        perm = rng.permutation(len(Y))
+        total = 0.0
+        for b in range(steps):
+            idx = np.sort(perm[b * batch:(b + 1) * batch])
+            x = X[idx].astype(np.float32)
+            fx, fy = rng.random(len(idx)) < 0.5, rng.random(len(idx)) < 0.5
+            x[fx] = x[fx][..., ::-1]
+            x[fy] = x[fy][..., ::-1, :]
+            xt = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+            logit = net(xt, torch.from_numpy(A[idx]))
+            loss = (F.binary_cross_entropy_with_logits(logit, torch.from_numpy(Y[idx]), reduction="none")
+                    * torch.from_numpy(W[idx])).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        history.append({"epoch": ep + 1, "loss": round(total / steps, 4)})
+        if progress:
+            print(f"  verifier epoch {ep + 1}/{epochs} loss {total / steps:.4f} {(time.monotonic() - t0) / 60:.1f} min",
+                  file=sys.stderr)
+    facts = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "threads": threads, "candidates": int(len(Y)),
+             "positives": int(Y.sum()), "ambiguous": int((W == 0).sum()), "history": history,
+             "train_seconds": round(time.monotonic() - t0, 1), "torch": torch.__version__}
+    return net.eval(), facts
+
+
+def export(net: VerifierNet, path: Path, facts: dict) -> str:
+    import onnx
+
+    net = net.to(memory_format=torch.contiguous_format).eval()
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(_Probability(net), (torch.zeros(2, CHANNELS, CROP, CROP), torch.zeros(2, 3)), str(tmp),
+                          input_names=["crop", "box"], output_names=["p"], opset_version=17, dynamo=False,
+                          dynamic_axes={"crop": {0: "n"}, "box": {0: "n"}, "p": {0: "n"}})
+    m = onnx.load(str(tmp))
+    for k, v in {"verifies": VERIFIED, "producer": "models/xray/verifier_train.py",
+                 "train": json.dumps({k: v for k, v in facts.items() if k != "history"}, sort_keys=True)}.items():
+        e = m.metadata_props.add()
+        e.key, e.value = k, v
+    m.producer_name = "zastava"
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    tmp.unlink()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Probability(torch.nn.Module):
+    def __init__(self, net: VerifierNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, crop: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(crop, box))
+
+
+def link(detector: Path, verifier: Path, sha256: str) -> None:
+    """Name the verifier (a file beside the detector) and its sha256 in the detector's metadata."""
+    import onnx
+
+    m = onnx.load(str(detector))
+    for e in list(m.metadata_props):
+        if e.key == "verifier":
+            m.metadata_props.remove(e)
+    e = m.metadata_props.add()
+    e.key, e.value = "verifier", json.dumps({"file": verifier.name, "sha256": sha256}, sort_keys=True)
+    onnx.save(m, str(detector))
+
+
+def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, threads: int = 2,
+          progress: bool = True) -> dict:
+    """Collect, train, export beside the detector and link; returns the facts for train_log.json."""
+    t0 = time.monotonic()
+    data = collect(detector, seed, bags, workers, progress)
+    t_data = time.monotonic() - t0
+    net, facts = train(data, epochs, seed, threads, progress=progress)
+    path = detector.parent / FILE
+    sha = export(net, path, {**facts, "bags": bags})
+    link(detector, path, sha)
+    facts.update({"bags": bags, "data_seconds": round(t_data, 1), "sha256": sha, "file": FILE,
+                  "verifies": VERIFIED, "crop": CROP})
+    return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detector", type=Path, default=OUT / "zastava-xray.onnx")
+    ap.add_argument("--bags", type=int, default=12000)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=3001)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    facts = build(a.detector, a.bags, a.epochs, a.seed, a.workers, a.threads)
+    print(f"wrote {a.detector.parent / FILE} sha256 {facts['sha256']}; now choose the operating point again: "
+          f"python -m models.xray.train --calibrate-only --out {a.detector.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
