@@ -26,6 +26,7 @@ from detectors.xray.verifier import (
     crop_window,
     file_sha256,
 )
+from hw_sim.xray import physics
 from hw_sim.xray.scene import make_bag
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "xray"
@@ -38,15 +39,40 @@ def _bag(kind=None, seed=0, **kw):
     return make_bag(np.random.default_rng(seed), kind, **kw)
 
 
-def test_crop_is_the_box_with_context_at_full_resolution():
+def test_crop_is_the_box_with_context():
     bag = _bag("narcotics", seed=3, place="under_items")
     box = next(o.box for o in bag.objects if o.cls == "narcotics")
     x = crop_input(bag.high, bag.low, box)
     assert x.shape == (CHANNELS, CROP, CROP) and x.dtype == np.float32 and np.isfinite(x).all()
     # the brick is organic and dense: its centre attenuates more than the window's edge
     assert x[0, CROP // 2, CROP // 2] > x[0, 1, 1]
+    assert 5 / 30 < x[2, CROP // 2, CROP // 2] < 9 / 30  # organic Zeff
     X1, Y1, X2, Y2 = crop_window(box, bag.high.shape)
     assert X1 <= box[0] and Y1 <= box[1] and X2 >= box[2] and Y2 >= box[3]
+
+
+def _block(rim: bool):
+    """A 10 x 7 cm organic block on clothes, with or without the 4 mm film of a wrapped brick."""
+    layers = np.zeros((len(physics.MATERIALS), 448, 640), np.float32)
+    org = physics.MATERIAL_INDEX["organic"]
+    layers[org, 60:400, 80:580] = 1.0
+    layers[org, 200:247, 300:367] += 6.0
+    if rim:
+        layers[org, 197:250, 297:370] += 0.25
+        layers[org, 200:247, 300:367] -= 0.25
+    high, low = physics.render(layers, None)
+    return high, low, (300, 200, 367, 247)
+
+
+def test_the_detail_channel_shows_a_wrapping_rim():
+    """What the verifier looks for that the detector's half resolution blurs: a film 3 px wide
+    around the block."""
+    (h0, l0, box), (h1, l1, _) = _block(False), _block(True)
+    plain = crop_input(h0, l0, box)
+    wrapped = crop_input(h1, l1, box)
+    change = np.abs(wrapped - plain).reshape(CHANNELS, -1).max(axis=1)
+    # the film shows in the detail channel at least twice as strongly as in the attenuation
+    assert change[3] > 2 * max(change[0], change[1]) and change[3] > 0.01, change
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

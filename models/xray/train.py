@@ -266,7 +266,16 @@ def export(net: XrayNet, path: Path, facts: dict, views: int = 1) -> str:
 CALIBRATION_CLEAN_SHARE = 0.5
 
 
-def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float = 0.025,
+# The false-alarm budget the thresholds are chosen for, a third under the issue's 0.03. Two
+# margins: the draw's sampling error (about +-0.0035 with 2000 clean bags), and the choice itself,
+# which picks among thousands of threshold combinations the one that detects most within the
+# budget, and so favours those whose false alarms the draw happens to undercount. Calibrated to
+# 0.025, run 6 gave 0.029 and run 6 with its verifier 0.035 on the first held-out set
+# (MODEL_CARD.md, "Operating point"): the figures are now taken on a second, fresh held-out set.
+FA_BUDGET = 0.02
+
+
+def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float = FA_BUDGET,
               progress: bool = True) -> tuple[dict[str, float], dict]:
     """Choose the operating thresholds on a validation draw (its own seed, never the training one
     nor the held-out test's): choose_thresholds with a budget of `fa_per_clean_bag` for all classes
@@ -339,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verifier-only", action="store_true",
                     help="train the verifier for an existing OUT/zastava-xray.onnx, then calibrate the pair")
     ap.add_argument("--verifier-bags", type=int, default=12000)
-    ap.add_argument("--verifier-epochs", type=int, default=8)
+    ap.add_argument("--verifier-epochs", type=int, default=14)
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"

@@ -1,7 +1,7 @@
 """Train the narcotics verifier (detectors/xray/verifier.py) on a trained detector's own candidates.
 
     python -m models.xray.verifier_train [--detector models/xray/zastava-xray.onnx] [--bags 12000]
-        [--epochs 8] [--seed 3001] [--workers 2]
+        [--epochs 14] [--seed 3001] [--workers 2]
 
 The detector runs on a fresh simulator draw (its own seed: neither the detector's training draw,
 where the detector's scores are better than anywhere else, nor the calibration or held-out ones);
@@ -68,7 +68,7 @@ def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray,
     scores = np.array([f.score for f in found], np.float32)
     best = iou(boxes.astype(np.float64), gt).max(axis=1) if len(gt) and len(found) else np.zeros(len(found))
     for k, f in enumerate(found):
-        crops[k] = crop_input(bag.high, bag.low, f.box)
+        crop_input(bag.high, bag.low, f.box, out=crops[k])
     labels = (best >= PD_IOU).astype(np.float32)
     weights = np.where((labels == 0) & (best > AMBIGUOUS_IOU), 0.0, 1.0).astype(np.float32)
     return crops, box_features(boxes, scores), labels, weights
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detector", type=Path, default=OUT / "zastava-xray.onnx")
     ap.add_argument("--bags", type=int, default=12000)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=14)
     ap.add_argument("--seed", type=int, default=3001)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
