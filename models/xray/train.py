@@ -236,8 +236,6 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
 def export(net: XrayNet, path: Path, facts: dict, views: int = 1) -> str:
     """Write the ONNX file with class names and the training facts in its metadata; return sha256.
     views > 1: the graph averages the bag with its flips (ExportWrapper)."""
-    import onnx
-
     net = net.to(memory_format=torch.contiguous_format).eval()
     wrapper = ExportWrapper(net, views)
     dummy = torch.zeros(1, 3, *INPUT_HW)
@@ -247,9 +245,21 @@ def export(net: XrayNet, path: Path, facts: dict, views: int = 1) -> str:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(wrapper, (dummy,), str(tmp), input_names=["input"], output_names=["heat", "ltrb"],
                           opset_version=17, dynamo=False)
+    return finish_onnx(tmp, path, {"class_names": json.dumps(list(CLASSES)), "layout": "zastava",
+                                   "producer": "models/xray/train.py", "train": train_facts(facts)})
+
+
+def train_facts(facts: dict) -> str:
+    """The training facts as the ONNX metadata carries them (the loss history stays in train_log.json)."""
+    return json.dumps({k: v for k, v in facts.items() if k != "history"}, sort_keys=True)
+
+
+def finish_onnx(tmp: Path, path: Path, meta: dict[str, str]) -> str:
+    """The exported graph at `tmp` with `meta` in its metadata, checked and saved as `path`;
+    returns its sha256."""
+    import onnx
+
     m = onnx.load(str(tmp))
-    meta = {"class_names": json.dumps(list(CLASSES)), "layout": "zastava", "producer": "models/xray/train.py",
-            "train": json.dumps({k: v for k, v in facts.items() if k != "history"}, sort_keys=True)}
     for k, v in meta.items():
         e = m.metadata_props.add()
         e.key, e.value = k, v

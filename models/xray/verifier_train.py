@@ -18,7 +18,6 @@ workers' split does not matter, and torch runs its deterministic algorithms.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -34,7 +33,7 @@ from detectors.xray import CLASSES
 from detectors.xray.evaluate import PD_IOU, iou
 from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
 from models.xray.net import VerifierNet
-from models.xray.train import MIX
+from models.xray.train import MIX, finish_onnx, train_facts
 
 VERIFIED = "narcotics"
 OUT = Path(__file__).resolve().parent
@@ -132,8 +131,6 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
 
 
 def export(net: VerifierNet, path: Path, facts: dict) -> str:
-    import onnx
-
     net = net.to(memory_format=torch.contiguous_format).eval()
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
@@ -141,16 +138,8 @@ def export(net: VerifierNet, path: Path, facts: dict) -> str:
         torch.onnx.export(_Probability(net), (torch.zeros(2, CHANNELS, CROP, CROP), torch.zeros(2, 3)), str(tmp),
                           input_names=["crop", "box"], output_names=["p"], opset_version=17, dynamo=False,
                           dynamic_axes={"crop": {0: "n"}, "box": {0: "n"}, "p": {0: "n"}})
-    m = onnx.load(str(tmp))
-    for k, v in {"verifies": VERIFIED, "producer": "models/xray/verifier_train.py",
-                 "train": json.dumps({k: v for k, v in facts.items() if k != "history"}, sort_keys=True)}.items():
-        e = m.metadata_props.add()
-        e.key, e.value = k, v
-    m.producer_name = "zastava"
-    onnx.checker.check_model(m)
-    onnx.save(m, str(path))
-    tmp.unlink()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return finish_onnx(tmp, path, {"verifies": VERIFIED, "producer": "models/xray/verifier_train.py",
+                                   "train": train_facts(facts)})
 
 
 class _Probability(torch.nn.Module):
