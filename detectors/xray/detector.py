@@ -413,6 +413,8 @@ class OnnxDetector:
         if layout == "zastava" and verifier:
             self.verifier = verifier_from_metadata(self.path, self.session.get_modelmeta().custom_metadata_map,
                                                    self.class_names, threads)
+            if self.verifier is not None:
+                log.info("%s: %s candidates re-scored by its verifier", self.path.name, self.verifier.cls)
 
     # The three layouts differ only in the tensor they want and how they encode boxes.
     def prepare(self, m: Materials, high: np.ndarray, low: np.ndarray | None) -> tuple[np.ndarray, object]:
