@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"bench": "xray_detector", "quick": a.quick, "model": str(a.model), "threads": 1, "bags": n_bags,
            "repeats": repeats, "rows": rows, "overhead_pct_p50": round(overhead, 2),
            "overhead_pct_mean": round(overhead_mean, 2),
-           "verified_per_bag": round(float(np.mean([0 if f is None else len(f["box"]) for f in feeds])), 2), "loadavg_1m": round(os.getloadavg()[0], 2),
+           "verified_per_bag": round(float(np.mean([0 if f is None else len(f["box"]) for f in feeds])), 2),
+           "loadavg_1m": round(os.getloadavg()[0], 2),
            "cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "xray_detector.json").write_text(json.dumps(out, indent=1) + "\n")

@@ -37,6 +37,7 @@ from detectors.xray.preprocess import (
     model_materials,
     pseudocolor_from,
 )
+from detectors.xray.session import ModelLayoutError, ort_session
 from detectors.xray.verifier import MAX_VERIFIED, Verifier, verifier_from_metadata
 
 log = logging.getLogger("zastava.xray")
@@ -71,10 +72,6 @@ class Detector(Protocol):
     class_names: list[str]
 
     def detect(self, high: np.ndarray, low: np.ndarray | None) -> list[XrayFinding]: ...
-
-
-class ModelLayoutError(ValueError):
-    """The ONNX file's inputs or outputs do not fit the configured layout."""
 
 
 @dataclass
@@ -295,19 +292,6 @@ def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, 
 
 # -- ONNX models -------------------------------------------------------------------------------------
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own types for missing/corrupt files
-        raise ModelLayoutError(f"{path}: cannot load ONNX model: {e}") from e
-
-
 def _static_hw(shape: list, what: str) -> tuple[int, int] | None:
     if len(shape) != 4:
         raise ModelLayoutError(f"{what}: expected a 4-D NCHW input, got shape {shape}")
@@ -356,7 +340,7 @@ class OnnxDetector:
         if layout not in ("zastava", "yolo", "e2e"):
             raise ModelLayoutError(f"unknown layout {layout!r}; one of zastava, yolo, e2e")
         self.path, self.layout = Path(path), layout
-        self.session = _session(self.path, threads)
+        self.session = ort_session(self.path, threads, str(self.path))
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         if len(ins) != 1:
             raise ModelLayoutError(f"{path}: expected one input, the model has {[i.name for i in ins]}")
@@ -410,10 +394,12 @@ class OnnxDetector:
         self.post = Postprocess(self.class_names, merged, default_threshold, payload_thresholds=payload)
         # our model's second look at one class (detectors/xray/verifier.py), named in its metadata
         self.verifier: Verifier | None = None
+        self._verified = -1  # the class index the verifier re-scores
         if layout == "zastava" and verifier:
             self.verifier = verifier_from_metadata(self.path, self.session.get_modelmeta().custom_metadata_map,
                                                    self.class_names, threads)
             if self.verifier is not None:
+                self._verified = self.class_names.index(self.verifier.cls)
                 log.info("%s: %s candidates re-scored by its verifier", self.path.name, self.verifier.cls)
 
     # The three layouts differ only in the tensor they want and how they encode boxes.
@@ -447,7 +433,7 @@ class OnnxDetector:
         rescore = None
         if self.verifier is not None:
             v = self.verifier
-            rescore = (self.class_names.index(v.cls), lambda b, s: v.score(high, low, b, s))
+            rescore = (self._verified, lambda b, s: v.score(high, low, b, s))
         kept = self.post.select(cand, high.shape[1], high.shape[0], rescore)
         return describe(kept, self.class_names, m)
 

@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from detectors.xray.preprocess import MU_SCALE, Z_SCALE, materials
+from detectors.xray.session import ModelLayoutError, ort_session
 
 CROP = 64  # crop side, pixels: a typical candidate (a 10-20 cm block) is 65-130 px at full resolution
 CHANNELS = 4
@@ -89,7 +90,7 @@ def box_features(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.column_stack((np.asarray(scores, np.float32), np.log(w / CROP), np.log(h / CROP))).astype(np.float32)
 
 
-class VerifierError(ValueError):
+class VerifierError(ModelLayoutError):
     """The verifier file is missing, is not the one the detector was calibrated with, or has the
     wrong layout."""
 
@@ -122,17 +123,14 @@ def load_verifier(path: Path, sha256: str | None, threads: int = 1) -> Verifier:
     if not path.is_file():
         raise VerifierError(f"verifier file not found: {path} (the detector's metadata names it; it ships beside "
                             "the detector)")
-    if sha256 is not None and file_sha256(path) != sha256:
+    data = path.read_bytes()  # read once: hashed, then the session is made from these bytes
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise VerifierError(f"{path} is not the verifier this detector was calibrated with (sha256 differs); "
                             "retrain with `make models` or restore the pair")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own types for corrupt files
-        raise VerifierError(f"{path}: cannot load ONNX verifier: {e}") from e
+        sess = ort_session(data, threads, str(path))
+    except ModelLayoutError as e:
+        raise VerifierError(str(e)) from e
     ins = {i.name: i.shape for i in sess.get_inputs()}
     outs = [o.name for o in sess.get_outputs()]
     if set(ins) != {"crop", "box"} or outs != ["p"]:

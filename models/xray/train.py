@@ -14,7 +14,6 @@ in its metadata) and train_log.json beside it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -27,6 +26,7 @@ import torch
 
 from detectors.xray import CLASSES
 from detectors.xray.preprocess import model_input
+from detectors.xray.verifier import file_sha256
 from models.xray.calibration import choose_payload_thresholds, choose_thresholds
 from models.xray.net import ExportWrapper, XrayNet
 
@@ -267,7 +267,21 @@ def finish_onnx(tmp: Path, path: Path, meta: dict[str, str]) -> str:
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
     tmp.unlink()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
+
+
+def set_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Write these keys into a saved ONNX file's metadata, replacing any it has under them."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for e in list(m.metadata_props):
+        if e.key in meta:
+            m.metadata_props.remove(e)
+    for k, v in meta.items():
+        e = m.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.save(m, str(path))
 
 
 # The calibration draw: half of it clean bags, the rest by MIX's contraband shares. The false-alarm
@@ -291,7 +305,6 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
     nor the held-out test's): choose_thresholds with a budget of `fa_per_clean_bag` for all classes
     together, a little under the issue's 0.03 to leave room for the draw's sampling error. The
     thresholds go into the ONNX metadata, where the runtime reads them."""
-    import onnx
 
     from detectors.xray.detector import MIN_CANDIDATE_SCORE, load_detector
     from detectors.xray.evaluate import best_overlap_score
@@ -324,14 +337,8 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
     thresholds, facts = choose_thresholds(fa_scores, pd_scores, clean, fa_per_clean_bag)
     facts["clean_bags"] = clean
     payload, facts["payload"] = choose_payload_thresholds(per_bag, truths, thresholds, fa_per_clean_bag)
-    m = onnx.load(str(path))
-    for e in list(m.metadata_props):
-        if e.key in ("thresholds", "payload_thresholds"):
-            m.metadata_props.remove(e)
-    for key, value in (("thresholds", thresholds), ("payload_thresholds", payload)):
-        e = m.metadata_props.add()
-        e.key, e.value = key, json.dumps(value, sort_keys=True)
-    onnx.save(m, str(path))
+    set_metadata(path, {"thresholds": json.dumps(thresholds, sort_keys=True),
+                        "payload_thresholds": json.dumps(payload, sort_keys=True)})
     return thresholds, facts
 
 
@@ -384,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
         facts["verifier"] = verifier_train.build(path, a.verifier_bags, a.verifier_epochs, facts["seed"] + 3000,
                                                  threads=a.threads, progress=not a.quiet)
-    elif a.no_verifier:
+    elif a.no_verifier and not a.calibrate_only:  # a fresh export names no verifier
         facts.pop("verifier", None)
     t0 = time.monotonic()
     thresholds, on_draw = calibrate(path, facts["seed"] + 1000, a.calibration_bags, progress=not a.quiet)
@@ -393,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                             "payload_thresholds": on_draw["payload"]["by_class"] and
                             {c: v["threshold"] for c, v in on_draw["payload"]["by_class"].items()},
                             "on_calibration_draw": on_draw, "seconds": round(time.monotonic() - t0, 1)}
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = file_sha256(path)
     facts["sha256"] = sha
     log_path.write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     took = f"; train {facts['train_seconds'] / 60:.1f} min, data {facts['data_seconds'] / 60:.1f} min" \

@@ -1,7 +1,9 @@
 """Train the narcotics verifier (detectors/xray/verifier.py) on a trained detector's own candidates.
 
-    python -m models.xray.verifier_train [--detector models/xray/zastava-xray.onnx] [--bags 12000]
-        [--epochs 14] [--seed 3001] [--workers 2]
+`make models` runs it after the detector (models/xray/train.py); for an existing detector, with
+the operating point chosen again for the pair:
+
+    python -m models.xray.train --verifier-only [--verifier-bags 12000] [--verifier-epochs 14]
 
 The detector runs on a fresh simulator draw (its own seed: neither the detector's training draw,
 where the detector's scores are better than anywhere else, nor the calibration or held-out ones);
@@ -9,7 +11,7 @@ every narcotics candidate it proposes becomes a full-resolution crop, labelled a
 when it overlaps one with IoU >= PD_IOU (the evaluation's own test of "found"). A small CNN learns
 to tell those apart. The result is written beside the detector and named, with its sha256, in the
 detector's metadata; the detector's operating thresholds must be chosen again afterwards
-(train.calibrate), because the narcotics scores are now the verifier's.
+(train.calibrate, which --verifier-only runs), because the narcotics scores are now the verifier's.
 
 Deterministic for a seed and thread count: each bag is drawn from default_rng([seed, i]), so the
 workers' split does not matter, and torch runs its deterministic algorithms.
@@ -17,7 +19,6 @@ workers' split does not matter, and torch runs its deterministic algorithms.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -33,12 +34,10 @@ from detectors.xray import CLASSES
 from detectors.xray.evaluate import PD_IOU, iou
 from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
 from models.xray.net import VerifierNet
-from models.xray.train import MIX, finish_onnx, train_facts
+from models.xray.train import MIX, finish_onnx, set_metadata, train_facts
 
 VERIFIED = "narcotics"
-OUT = Path(__file__).resolve().parent
 FILE = "zastava-xray-verifier.onnx"
-# The draw: the detector's training mix (train.MIX), hiding places the simulator's uniform choice.
 # A candidate that overlaps a block without reaching PD_IOU is neither a clear hit nor a clear
 # miss (half a block, a box around the block and its host): left out of the loss.
 AMBIGUOUS_IOU = 0.1
@@ -57,6 +56,7 @@ def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray,
         _detector = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES},
                                   verifier=False)
     rng = np.random.default_rng([seed, i])
+    # the detector's training mix (train.MIX), hiding places the simulator's uniform choice
     kinds = list(MIX)
     kind = kinds[int(rng.choice(len(kinds), p=np.array(list(MIX.values()))))]
     bag = make_bag(rng, contraband=kind)
@@ -153,15 +153,7 @@ class _Probability(torch.nn.Module):
 
 def link(detector: Path, verifier: Path, sha256: str) -> None:
     """Name the verifier (a file beside the detector) and its sha256 in the detector's metadata."""
-    import onnx
-
-    m = onnx.load(str(detector))
-    for e in list(m.metadata_props):
-        if e.key == "verifier":
-            m.metadata_props.remove(e)
-    e = m.metadata_props.add()
-    e.key, e.value = "verifier", json.dumps({"file": verifier.name, "sha256": sha256}, sort_keys=True)
-    onnx.save(m, str(detector))
+    set_metadata(detector, {"verifier": json.dumps({"file": verifier.name, "sha256": sha256}, sort_keys=True)})
 
 
 def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, threads: int = 2,
@@ -177,22 +169,3 @@ def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, t
     facts.update({"bags": bags, "data_seconds": round(t_data, 1), "sha256": sha, "file": FILE,
                   "verifies": VERIFIED, "crop": CROP})
     return facts
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detector", type=Path, default=OUT / "zastava-xray.onnx")
-    ap.add_argument("--bags", type=int, default=12000)
-    ap.add_argument("--epochs", type=int, default=14)
-    ap.add_argument("--seed", type=int, default=3001)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args(argv)
-    facts = build(a.detector, a.bags, a.epochs, a.seed, a.workers, a.threads)
-    print(f"wrote {a.detector.parent / FILE} sha256 {facts['sha256']}; now choose the operating point again: "
-          f"python -m models.xray.train --calibrate-only --out {a.detector.parent}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
