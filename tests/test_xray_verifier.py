@@ -14,17 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detectors.xray import CLASSES
-from detectors.xray.detector import Candidates, Postprocess, load_detector
+from detectors.xray.detector import Candidates, Postprocess, XrayFinding, load_detector
 from detectors.xray.evaluate import iou
 from detectors.xray.verifier import (
     CHANNELS,
     CROP,
     MAX_VERIFIED,
+    MIN_VERIFIED_SCORE,
     VerifierError,
     box_features,
     crop_input,
     crop_window,
     file_sha256,
+    to_verify,
 )
 from hw_sim.xray import physics
 from hw_sim.xray.scene import make_bag
@@ -89,12 +91,14 @@ _BAG = _bag("weapon", seed=1)
 
 
 def _candidates():
-    # two narcotics candidates (class 0) and a weapon one, already in image pixels
-    return Candidates(np.array([[10, 10, 60, 60], [200, 200, 260, 250], [300, 100, 340, 200]], np.float32),
-                      np.array([0.9, 0.08, 0.6], np.float32), np.array([0, 0, 1]))
+    # three narcotics candidates (class 0), one of them below MIN_VERIFIED_SCORE, and a weapon
+    # one, already in image pixels
+    return Candidates(np.array([[10, 10, 60, 60], [200, 200, 260, 250], [400, 300, 460, 350], [300, 100, 340, 200]],
+                               np.float32),
+                      np.array([0.9, 0.12, MIN_VERIFIED_SCORE - 0.03, 0.6], np.float32), np.array([0, 0, 0, 1]))
 
 
-def test_rescored_class_enters_at_any_candidate_score_and_stands_by_the_new_score():
+def test_rescored_class_enters_from_the_verified_score_and_stands_by_the_new_score():
     post = Postprocess(list(CLASSES), {"narcotics": 0.5, "weapon": 0.5})
     seen = []
 
@@ -103,13 +107,25 @@ def test_rescored_class_enters_at_any_candidate_score_and_stands_by_the_new_scor
         return np.where(scores < 0.5, 0.95, 0.1).astype(np.float32)
 
     kept = post.select(_candidates(), 640, 448, (0, flip))
-    assert seen and sorted(seen[0].tolist()) == pytest.approx([0.08, 0.9])
+    # the candidate below MIN_VERIFIED_SCORE is never shown to the verifier
+    assert len(seen) == 1 and sorted(seen[0].tolist()) == pytest.approx([0.12, 0.9])
     got = {(int(c), tuple(b)) for b, c in zip(kept.boxes.tolist(), kept.classes, strict=True)}
     assert got == {(0, (200.0, 200.0, 260.0, 250.0)), (1, (300.0, 100.0, 340.0, 200.0))}
     assert kept.scores.tolist() == sorted(kept.scores.tolist(), reverse=True)
-    # without a verifier the weak candidate never reaches NMS
+    # without a verifier the weak candidates never reach NMS
     plain = post.select(_candidates(), 640, 448)
     assert plain.scores.tolist() == pytest.approx([0.9, 0.6]) and plain.classes.tolist() == [0, 1]
+
+
+def test_to_verify_is_what_the_verifier_sees():
+    """The candidates the runtime verifies (the benchmark's bare baseline crops these): the
+    class, from MIN_VERIFIED_SCORE, the best MAX_VERIFIED."""
+    f = [XrayFinding(cls, s, (0, 0, 10, 10), "organic", 7.0, False, None)
+         for cls, s in [("narcotics", 0.9), ("weapon", 0.8)] + [("narcotics", 0.5)] * (MAX_VERIFIED + 3)
+         + [("narcotics", MIN_VERIFIED_SCORE - 0.01)]]
+    got = to_verify(f, "narcotics")
+    assert len(got) == MAX_VERIFIED and got[0].score == 0.9 and all(x.cls == "narcotics" for x in got)
+    assert to_verify(f[-1:], "narcotics") == []
 
 
 def test_only_the_best_candidates_of_a_busy_frame_are_verified():
@@ -133,7 +149,7 @@ def test_shipped_detector_runs_its_verifier_and_it_judges_narcotics_candidates()
     for seed in range(12):
         bag = _bag("narcotics", seed=100 + seed)
         truth = np.array([o.box for o in bag.objects if o.cls == "narcotics"], np.float64)
-        found = [f for f in raw.detect(bag.high, bag.low) if f.cls == "narcotics"]
+        found = to_verify(raw.detect(bag.high, bag.low), "narcotics")
         if not found:
             continue
         boxes = np.array([f.box for f in found], np.float32)

@@ -38,7 +38,7 @@ from detectors.xray.preprocess import (
     pseudocolor_from,
 )
 from detectors.xray.session import ModelLayoutError, ort_session
-from detectors.xray.verifier import MAX_VERIFIED, Verifier, verifier_from_metadata
+from detectors.xray.verifier import MAX_VERIFIED, MIN_VERIFIED_SCORE, Verifier, verifier_from_metadata
 
 log = logging.getLogger("zastava.xray")
 
@@ -147,8 +147,9 @@ class Postprocess:
         return payload_keep(boxes, scores, classes, self._thr, self._payload, self._container)
 
     def select(self, c: Candidates, width: int, height: int, rescore: Rescore | None = None) -> Candidates:
-        """rescore = (class index, function): that class's candidates enter NMS at any candidate
-        score, and after NMS the function (a verifier) gives the scores the thresholds apply to."""
+        """rescore = (class index, function): that class's candidates enter NMS from the
+        verifier's MIN_VERIFIED_SCORE whatever the class's threshold, and after NMS the function
+        (a verifier) gives the scores the thresholds apply to."""
         if len(c.scores) == 0:
             return c
         cls = c.classes.astype(np.int64)
@@ -157,7 +158,7 @@ class Postprocess:
         cls_ok = np.clip(cls, 0, len(self.class_names) - 1)
         floor = self._payload[cls_ok]
         if rescore is not None:
-            floor = np.where(cls_ok == rescore[0], MIN_CANDIDATE_SCORE, floor)
+            floor = np.where(cls_ok == rescore[0], MIN_VERIFIED_SCORE, floor)
         keep = valid & (c.scores >= floor)
         boxes = c.boxes[keep].copy()
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)

@@ -8,7 +8,9 @@ the operating point chosen again for the pair:
 The detector runs on a fresh simulator draw (its own seed: neither the detector's training draw,
 where the detector's scores are better than anywhere else, nor the calibration or held-out ones);
 every narcotics candidate it proposes becomes a full-resolution crop, labelled a narcotics block
-when it overlaps one with IoU >= PD_IOU (the evaluation's own test of "found"). A small CNN learns
+when it overlaps one with IoU >= PD_IOU (the evaluation's own test of "found"). Every one from
+the detector's MIN_CANDIDATE_SCORE, although the runtime verifies only those from
+verifier.MIN_VERIFIED_SCORE: the weaker half is still good training. A small CNN learns
 to tell those apart. The result is written beside the detector and named, with its sha256, in the
 detector's metadata; the detector's operating thresholds must be chosen again afterwards
 (train.calibrate, which --verifier-only runs), because the narcotics scores are now the verifier's.
