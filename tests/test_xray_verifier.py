@@ -139,6 +139,28 @@ def test_only_the_best_candidates_of_a_busy_frame_are_verified():
 
 
 @SHIPPED
+def test_detect_hands_its_verifier_exactly_to_verify():
+    """The runtime (Postprocess.select on arrays) and to_verify (on findings: what training
+    and the benchmark's bare baseline crop) agree on which candidates the verifier sees."""
+    det = load_detector(MODEL, "zastava")
+    raw = load_detector(MODEL, "zastava", verifier=False, thresholds={c: 0.05 for c in CLASSES})
+    seen = []
+    score = det.verifier.score
+    det.verifier.score = lambda h, lo, boxes, scores: (seen.append(boxes.copy()), score(h, lo, boxes, scores))[1]
+    compared = 0
+    for seed in range(8):
+        bag = _bag(["narcotics", None, "currency", "concealment"][seed % 4], seed=200 + seed)
+        seen.clear()
+        det.detect(bag.high, bag.low)
+        want = [tuple(f.box) for f in to_verify(raw.detect(bag.high, bag.low), "narcotics")]
+        got = [tuple(int(v) for v in np.floor(b[:2])) + tuple(int(v) for v in np.ceil(b[2:]))
+               for b in (seen[0] if seen else [])]
+        assert got == want, (seed, got, want)
+        compared += len(want)
+    assert compared > 0
+
+
+@SHIPPED
 def test_shipped_detector_runs_its_verifier_and_it_judges_narcotics_candidates():
     det = load_detector(MODEL, "zastava")
     assert det.verifier is not None and det.verifier.cls == "narcotics"
