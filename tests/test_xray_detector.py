@@ -46,6 +46,10 @@ def test_attenuation_is_minus_log_transmission():
     assert mu[0, 0] == 0.0
     assert mu[0, 1] == pytest.approx(np.log(2), rel=1e-4)
     assert np.isfinite(mu).all()
+    # every uint16 value against the float64 formula: OpenCV's float32 log agrees to 1e-6
+    every = np.arange(WHITE + 1, dtype=np.uint16).reshape(256, 256)
+    exact = -np.log(np.maximum(every.astype(np.float64), 1.0) / WHITE)
+    assert np.abs(attenuation(every) - exact).max() < 2e-6
 
 
 def test_material_classes_and_zeff_from_dual_energy():

@@ -127,7 +127,8 @@ class Verifier:
         for k, b in enumerate(boxes):
             crop_input(high, low, b, out=crops[k])
         p = self.session.run(["p"], {"crop": crops, "box": box_features(boxes, scores)})[0]
-        return np.nan_to_num(np.asarray(p, np.float32).reshape(-1), nan=0.0)
+        p = np.asarray(p, np.float32).reshape(-1)
+        return np.where(p == p, p, np.float32(0.0))  # NaN -> 0; np.nan_to_num costs ten times as much
 
 
 def load_verifier(path: Path, sha256: str | None, threads: int = 1) -> Verifier:
