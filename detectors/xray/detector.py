@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,8 +168,8 @@ class Postprocess:
         boxes, scores, cls = boxes[nonempty], scores[nonempty], cls[nonempty]
         if len(scores) == 0:
             return Candidates.empty()
-        xywh = np.column_stack((boxes[:, :2], boxes[:, 2:] - boxes[:, :2])).tolist()
-        idx = cv2.dnn.NMSBoxesBatched(xywh, scores.tolist(), cls.tolist(), 0.0, self.nms_iou)
+        xywh = np.column_stack((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]))
+        idx = cv2.dnn.NMSBoxesBatched(xywh, scores, cls, 0.0, self.nms_iou)
         idx = np.asarray(idx, np.int64).reshape(-1)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
         boxes, scores, cls = boxes[idx], scores[idx], cls[idx]
@@ -210,18 +211,20 @@ def describe(boxes: Candidates, class_names: list[str], m: Materials) -> list[Xr
         k = DESCRIBE_STEP
         m = Materials(m.mu_high[::k, ::k], m.mu_low[::k, ::k], m.zeff[::k, ::k], m.dual, k)
     k = m.step
-    inside_bag = bag_mask(m.mu_high, kernel=5)
+    inside_bag = None  # the bag's outline: made when a finding first needs it
     container = class_names.index(CONTAINER_CLASS) if CONTAINER_CLASS in class_names else -1
     in_compartment = inside_share(boxes.boxes, boxes.boxes[boxes.classes == container]) >= PAYLOAD_INSIDE
     out = []
     for (x1, y1, x2, y2), s, c, held in zip(boxes.boxes, boxes.scores, boxes.classes, in_compartment, strict=True):
-        b = (int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2)))
+        b = (math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2))
         hb = (b[0] // k, b[1] // k, max(b[2] // k, b[0] // k + 1), max(b[3] // k, b[1] // k + 1))
         material, zeff = box_material(m, hb)
         cls = class_names[int(c)]
         if held and int(c) != container:
             concealed, reason = True, "inside a false bottom or double wall (a concealment finding)"
         else:
+            if inside_bag is None and cls != CONTAINER_CLASS:
+                inside_bag = bag_mask(m.mu_high, kernel=5)
             concealed, reason = concealment(m, inside_bag, hb, cls, step=k)
         out.append(XrayFinding(cls, float(s), b, material, zeff, concealed, reason))
     return out
@@ -238,11 +241,11 @@ def box_material(m: Materials, box: tuple[int, int, int, int]) -> tuple[str, flo
     sel = mu >= max(float(np.partition(mu, k, axis=None)[k]), MIN_MU)
     if not sel.any():
         return "none", 0.0
-    mats = m.region(slice(y1, y2), slice(x1, x2))[sel]
-    counts = np.bincount(mats, minlength=4)
+    zsel = m.zeff[y1:y2, x1:x2][sel]
+    counts = np.bincount(m.classify(mu[sel], m.mu_low[y1:y2, x1:x2][sel], zsel), minlength=4)
     counts[NONE] = 0
     material = MATERIAL_NAMES[int(np.argmax(counts))] if counts.any() else "none"
-    zeff = _median(m.zeff[y1:y2, x1:x2][sel]) if m.dual else 0.0
+    zeff = _median(zsel) if m.dual else 0.0
     return material, round(zeff, 1)
 
 
@@ -256,7 +259,7 @@ def _median(v: np.ndarray) -> float:
     return (float(lo) + float(hi)) / 2
 
 
-def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, int], cls: str,
+def concealment(m: Materials, inside_bag: np.ndarray | None, box: tuple[int, int, int, int], cls: str,
                 step: int = 1) -> tuple[bool, str | None]:
     """Whether the object sits inside another object, judged from a ring around its box:
 
@@ -267,10 +270,13 @@ def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, 
     - an object within WALL_PX (full-resolution pixels, measured along rows and columns) of the
       bag's outline or the image edge -> in the lining / wall.
 
-    `m`, `inside_bag` and `box` share one grid of every `step`-th full-resolution pixel.
+    `m`, `inside_bag` (bag_mask; None will do for the structural class, which needs none) and `box`
+    share one grid of every `step`-th full-resolution pixel.
     """
-    if cls == "concealment":
+    if cls == CONTAINER_CLASS:
         return True, "structural: false bottom or double wall"
+    if inside_bag is None:
+        raise ValueError(f"judging a {cls} finding's concealment needs the bag's outline (bag_mask)")
     x1, y1, x2, y2 = box
     h, w = m.mu_high.shape
     pad = max(4 // step, int(0.15 * max(x2 - x1, y2 - y1)), 1)
@@ -281,11 +287,13 @@ def concealment(m: Materials, inside_bag: np.ndarray, box: tuple[int, int, int, 
         return False, None
     if inside_bag[Y1:Y2, X1:X2][ring].mean() < 0.5:
         return False, None  # mostly outside the bag: loose on the belt
-    mats = m.region(slice(Y1, Y2), slice(X1, X2))[ring]
+    win = (slice(Y1, Y2), slice(X1, X2))
+    mu_r = m.mu_high[win][ring]
+    mats = m.classify(mu_r, m.mu_low[win][ring], m.zeff[win][ring])
     hard = (mats >= INORGANIC).mean()  # inorganic or metal (the class codes are ordered)
     if m.dual and hard > 0.45:
         return True, "inside electronics or a container (metal/inorganic all around)"
-    mu_ring = _median(m.mu_high[Y1:Y2, X1:X2][ring])
+    mu_ring = _median(mu_r)
     if mu_ring > 1.2:
         return True, f"under dense clutter (surroundings attenuate {mu_ring:.1f})"
     # Near the wall: the box grown by WALL_PX reaches outside the bag or the image (a bag cut by
