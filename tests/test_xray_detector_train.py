@@ -31,6 +31,18 @@ def test_same_seed_same_weights_other_seed_other_weights():
     assert facts["seed"] == 3 and facts["threads"] == 1 and len(facts["history"]) == 1
 
 
+def test_bfloat16_training_is_deterministic_and_differs_from_float32():
+    """--bf16 is part of the recipe: the same seed gives the same weights, and not float32's."""
+    a, facts = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False, bf16=True)
+    b, _ = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False, bf16=True)
+    c, _ = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False)
+    wa, wb, wc = weights(a), weights(b), weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert facts["bf16"] is True and all(v.dtype != torch.bfloat16 for v in wa.values())
+    assert np.isfinite([h["heat_loss"] for h in facts["history"]]).all()
+
+
 def test_targets_put_a_peak_at_each_object_centre():
     objs = [(0, [40.0, 20.0, 80.0, 60.0]), (1, [200.0, 100.0, 210.0, 180.0])]
     heat, ltrb, wgt = train.encode(objs, flip_x=False, flip_y=False)

@@ -1,6 +1,7 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
-    python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--views 1] [--out models/xray]
+    python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--views 1] [--bf16]
+                                [--out models/xray]
 
 Then the narcotics verifier is trained on the new detector's candidates (verifier_train.py) and
 the operating thresholds are chosen for the pair (calibrate).
@@ -172,9 +173,14 @@ def batch_targets(enc: Encoded, idx, flips_x, flips_y):
 
 
 def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
-          progress: bool = True, threads: int = 1, checkpoint: Path | None = None) -> tuple[XrayNet, dict]:
+          progress: bool = True, threads: int = 1, checkpoint: Path | None = None,
+          bf16: bool = False) -> tuple[XrayNet, dict]:
     """Draw the bags and train; with `checkpoint`, the weights are saved there after every epoch
-    so that an hour's run interrupted near its end still leaves a usable network."""
+    so that an hour's run interrupted near its end still leaves a usable network.
+
+    bf16: the network's forward pass under torch's CPU autocast to bfloat16 (weights, optimiser
+    and losses stay float32). On a CPU with AVX512-BF16 a step takes half the time (212 -> 103 ms
+    for a batch of 8 here); elsewhere oneDNN emulates it, slower than float32."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
@@ -207,7 +213,9 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
                     x[k] = x[k][..., ::-1, :]
             x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
             heat_t, ltrb_t, w_t = batch_targets(enc, idx, fx, fy)
-            logits, ltrb = net(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits, ltrb = net(x)
+            logits, ltrb = logits.float(), ltrb.float()
             lh = focal_loss(logits, heat_t)
             lb = giou_loss(ltrb, ltrb_t, w_t)
             loss = lh + 2.0 * lb
@@ -229,7 +237,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
              "narcotics_places": NARCOTICS_PLACES,
              "single_energy_share": SINGLE_ENERGY_SHARE, "input_hw": list(INPUT_HW), "stride": STRIDE,
              "data_seconds": round(t_data, 1), "train_seconds": round(time.monotonic() - t0 - t_data, 1),
-             "torch": torch.__version__, "threads": threads, "history": history}
+             "torch": torch.__version__, "threads": threads, "bf16": bf16, "history": history}
     return net, facts
 
 
@@ -351,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--bf16", action="store_true", help="train the detector under bfloat16 autocast "
+                    "(twice as fast on CPUs with AVX512-BF16; part of the recipe: other weights)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--checkpoint", type=Path, help="save the weights here after every epoch")
@@ -383,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         export(net, path, facts, a.views)
     else:
         net, facts = train(a.bags, a.epochs, a.seed, batch=a.batch, lr=a.lr, progress=not a.quiet,
-                           threads=a.threads, checkpoint=a.checkpoint)
+                           threads=a.threads, checkpoint=a.checkpoint, bf16=a.bf16)
         facts["views"] = a.views
         export(net, path, facts, a.views)
     if a.verifier_only or not (a.calibrate_only or a.no_verifier):
