@@ -29,16 +29,13 @@ from detectors.xray import CLASSES
 from detectors.xray.preprocess import model_input
 from detectors.xray.verifier import file_sha256
 from models.xray.calibration import choose_payload_thresholds, choose_thresholds
+from models.xray.mix import MIX
 from models.xray.net import ExportWrapper, XrayNet
 
 INPUT_HW = (224, 320)
 STRIDE = 4
 GRID_HW = (INPUT_HW[0] // STRIDE, INPUT_HW[1] // STRIDE)
 OUT = Path(__file__).resolve().parent
-# Bag mix for training: a quarter clean (so the model learns ordinary contents), the rest spread
-# over the classes, narcotics and weapons more often (the operating priorities and the targets;
-# concealment bags carry a narcotics or currency payload half the time as well).
-MIX = {None: 0.22, "narcotics": 0.34, "weapon": 0.28, "currency": 0.10, "concealment": 0.06}
 SINGLE_ENERGY_SHARE = 0.08  # some single-energy inputs so the model works on single-energy scanners
 # Narcotics hiding places, by how often training draws them: run 4 found narcotics in bottles and
 # double walls (0.90, 0.87 on the held-out set) and hardly anywhere else, so the hard places are

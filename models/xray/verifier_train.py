@@ -35,8 +35,9 @@ from torch.nn import functional as F
 from detectors.xray import CLASSES
 from detectors.xray.evaluate import PD_IOU, iou
 from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
+from models.xray.mix import MIX
 from models.xray.net import VerifierNet
-from models.xray.train import MIX, finish_onnx, set_metadata, train_facts
+from models.xray.train import finish_onnx, set_metadata, train_facts
 
 VERIFIED = "narcotics"
 FILE = "zastava-xray-verifier.onnx"
@@ -58,7 +59,7 @@ def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray,
         _detector = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES},
                                   verifier=False)
     rng = np.random.default_rng([seed, i])
-    # the detector's training mix (train.MIX), hiding places the simulator's uniform choice
+    # the detector's training mix (mix.MIX), hiding places the simulator's uniform choice
     kinds = list(MIX)
     kind = kinds[int(rng.choice(len(kinds), p=np.array(list(MIX.values()))))]
     bag = make_bag(rng, contraband=kind)
