@@ -5,6 +5,7 @@ before it is shown or queued for sync; optionally a stop-belt command on a sever
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -229,6 +230,9 @@ class XrayLane:
 # Alert UUIDs of X-ray findings are derived from what was found in which image, so that an image
 # processed again after a crash (committed, but not yet acknowledged to its spool) yields the
 # same UUIDs and the store's insert-or-ignore drops the repeat: exactly once across restarts.
+# The image's identity must therefore not depend on when it was read: DICOS carries its own
+# (the SOP Instance UIDs); for anything else it is the pixels themselves, since file names recur
+# (a scanner whose bag counter restarts) and a name collision here would silently drop an alert.
 _NS = uuid.UUID("6f1c5b2e-8a43-4f0e-9d57-0c2b7a1e9f30")
 
 
@@ -237,8 +241,16 @@ def finding_uuid(checkpoint: str, lane: str, frame_key: str, cls: str, box) -> s
 
 
 def frame_key(frame) -> str:
-    m = frame.meta
-    return str(m.get("sop_instance_uid") or m.get("file") or m.get("path") or f"{frame.bag_id}@{frame.t:.6f}")
+    instances = [str(u) for u in frame.meta.get("instances") or [] if u]
+    if instances:
+        return "dicos:" + "+".join(instances)
+    h = hashlib.blake2b(digest_size=16)
+    for img in (frame.high, frame.low):
+        if img is not None:
+            a = np.ascontiguousarray(img)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.data)
+    return "pixels:" + h.hexdigest()
 
 
 def raise_severity(sev: str) -> str:

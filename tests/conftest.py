@@ -32,7 +32,8 @@ def run_zastava(*args: str, timeout: float = 60, env: dict | None = None, cwd: P
     )
 
 
-def wait_for(cond, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(cond, timeout: float = 20.0, interval: float = 0.05, what: str = "condition", on_timeout=None):
+    """Poll until cond() is truthy; on timeout `on_timeout()` may add what a CI log needs to explain it."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -40,7 +41,8 @@ def wait_for(cond, timeout: float = 20.0, interval: float = 0.05, what: str = "c
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    extra = f"\n{on_timeout()}" if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
 
 
 @pytest.fixture
