@@ -186,6 +186,9 @@ class Store:
         rows = list(self.db.query("SELECT * FROM alerts WHERE uuid = ?", [uuid]))
         return self._alert_row(rows[0]) if rows else None
 
+    def has_alert(self, uuid: str) -> bool:
+        return self.db.execute("SELECT 1 FROM alerts WHERE uuid = ?", [uuid]).fetchone() is not None
+
     def count_alerts(self) -> int:
         return self.db.execute("SELECT count(*) FROM alerts").fetchone()[0]
 

@@ -45,8 +45,12 @@ def render_evidence(display_bgr: np.ndarray, findings: list, lane: str, bag_id: 
         cv2.rectangle(img, (x1, ty - th - 4), (x1 + tw + 4, ty), c, -1)
         cv2.putText(img, label, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    cv2.putText(img, f"{lane} bag {bag_id} {stamp}", (6, img.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                (255, 255, 255), 1, cv2.LINE_AA)
+    caption = f"{lane} bag {bag_id} {stamp}"
+    (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    # on a dark band: the open beam around a bag renders white, and white text there is invisible
+    h = img.shape[0]
+    cv2.rectangle(img, (0, h - th - base - 8), (min(img.shape[1], tw + 12), h), (0, 0, 0), -1)
+    cv2.putText(img, caption, (6, h - base - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 88])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
@@ -92,7 +96,8 @@ class XrayLane:
         self.control = None
         self.worker: Worker | None = None
         self.latency: list[float] = []  # frame arrival -> alert committed, seconds (last 1000)
-        self.counters = {"frames": 0, "bags_alerted": 0, "alerts": 0, "belt_stops": 0, "bad_frames": 0}
+        self.counters = {"frames": 0, "bags_alerted": 0, "alerts": 0, "belt_stops": 0, "bad_frames": 0,
+                         "repeats": 0}
         self._store: Store | None = None
         self._files: FileStore | None = None
 
@@ -180,6 +185,12 @@ class XrayLane:
                                 "concealed": bool(f.concealed)},
                       reason=reason, fusion=risk,
                       extra={"bag_events": self.events.lookup(bag_id), "source_url": frame.source})
+            if self._store.has_alert(a.uuid):
+                # this image came again after a crash (see finding_uuid): its alert and evidence
+                # are committed; rendering the evidence again (with another time stamp) would
+                # replace the file the alert's sha256 vouches for, and central would get it as missing
+                self.counters["repeats"] += 1
+                continue
             jpg = render_evidence(display, [f], self.lane.id, bag_id, frame.t)
             a.evidence = [self._files.save(f"evidence/{ts}/{a.uuid}.jpg", jpg, "evidence", "image/jpeg",
                                            alert_uuid=a.uuid)]

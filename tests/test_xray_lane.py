@@ -1,15 +1,17 @@
-"""An image handed over again after a crash (taken, committed, not yet recorded by its spool) must
-get the same alert UUIDs, so the store drops the repeat; a different image never shares them."""
+"""The X-ray lane's own rules. An image handed over again after a crash (taken, committed, not yet
+recorded by its spool) must get the same alert UUIDs, so the store drops the repeat; a different
+image never shares them. The evidence JPEG's caption can be read on any bag."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import cv2
 import numpy as np
 
 from drivers.spool import SpoolSource
-from edge_agent.xray_lane import finding_uuid, frame_key
+from edge_agent.xray_lane import finding_uuid, frame_key, render_evidence
 from tests.test_dicos import bag_image
 from tests.test_driver_xray_spool import FAST, dicos_pair, png, write_atomic
 
@@ -50,3 +52,13 @@ def test_png_pairs_are_known_by_their_pixels_not_their_names(tmp_path):
     write(2)
     other = take_one_and_crash(tmp_path)
     assert np.any(other.high != first.high) and frame_key(other) != frame_key(first)
+
+
+def test_the_evidence_caption_is_readable_on_the_open_beam():
+    """Around a bag the pseudo-colour image is white (open beam): the caption must not vanish there."""
+    white = np.full((448, 640, 3), 255, np.uint8)
+    a = render_evidence(white, [], "lane1", "BAG-1", 1_795_747_539.0)
+    b = render_evidence(white, [], "lane1", "BAG-1", 1_795_747_545.0)
+    assert a != b, "the time stamp shows in the image"
+    band = cv2.cvtColor(cv2.imdecode(np.frombuffer(a, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)[-22:, :200]
+    assert (band < 60).mean() > 0.3 and (band > 200).mean() > 0.05, "light text on a dark band"
