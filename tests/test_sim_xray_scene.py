@@ -222,3 +222,17 @@ def test_noise_is_photon_noise_and_streaks_follow_detector_elements():
         assert 0.85 < resid.std() / expect_t / poisson_rel < 1.15
         rows = t.mean(axis=1) / expect_t
         assert 0.5 * det.gain_residual < rows.std() < 2.5 * det.gain_residual
+
+
+def test_every_item_is_recorded_with_its_box():
+    """The clutter's truth (what a detector confuses with contraband): every ordinary item drawn,
+    hosts of contraband included, with a box that holds something dense."""
+    from hw_sim.xray.contents import ITEMS
+
+    for seed, kind in enumerate((None, "narcotics", None, "weapon")):
+        bag = make_bag(np.random.default_rng(100 + seed), kind)
+        assert len(bag.items) >= len(bag.contents) > 0
+        for name, (x1, y1, x2, y2) in bag.items:
+            assert name in ITEMS
+            assert 0 <= x1 < x2 <= bag.high.shape[1] and 0 <= y1 < y2 <= bag.high.shape[0], (name, x1, y1, x2, y2)
+            assert bag.high[y1:y2, x1:x2].min() < XRAY_WHITE * 0.9, f"{name}: nothing in its box"

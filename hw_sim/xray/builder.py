@@ -63,6 +63,10 @@ class Scene:
         self.objects: list[GroundTruth] = []
         self.hosts: dict[str, list[Host]] = {}
         self.contents: list[str] = []
+        # every ordinary item drawn, with its box: the truth about the clutter, for studies of
+        # what a detector confuses with contraband (no effect on the pixels)
+        self.items: list[tuple[str, tuple[int, int, int, int]]] = []
+        self._collect: list[Stamp] | None = None
         self.interior: np.ndarray | None = None  # full-frame coverage of the bag's inside
         self.drawing = "contraband"  # the class whose parts are being drawn (set by add_*)
 
@@ -102,7 +106,30 @@ class Scene:
         else:
             dens = np.float32(areal)
         self.canvas.add(material, st, dens, self.drawing if contraband else None)
+        if self._collect is not None:
+            self._collect.append(st)
         return st
+
+    def record_item(self, name: str, draw) -> None:
+        """Draw one item with `draw()` and remember its name and box (pixels)."""
+        outer, self._collect = self._collect, []
+        try:
+            draw()
+            mask = self._mask(self._collect)
+        finally:
+            self._collect = outer
+        if mask.any():
+            x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+            self.items.append((name, (x, y, x + w, y + h)))
+
+    def _mask(self, stamps: list[Stamp | None]) -> np.ndarray:
+        """Where the stamps cover at least half a pixel."""
+        mask = np.zeros((self.h, self.w), bool)
+        for st in stamps:
+            if st is not None:
+                hh, ww = st.alpha.shape
+                mask[st.y0:st.y0 + hh, st.x0:st.x0 + ww] |= st.alpha >= 0.5
+        return mask
 
     def spot(self, margin: float) -> tuple[float, float]:
         mx = max(self.hw - margin, 0.5)
@@ -111,11 +138,7 @@ class Scene:
 
     def truth(self, cls: str, stamps: list[Stamp | None], place: str, subtype: str = "",
               attrs: dict | None = None) -> GroundTruth | None:
-        mask = np.zeros((self.h, self.w), bool)
-        for st in stamps:
-            if st is not None:
-                hh, ww = st.alpha.shape
-                mask[st.y0:st.y0 + hh, st.x0:st.x0 + ww] |= st.alpha >= 0.5
+        mask = self._mask(stamps)
         if not mask.any():
             return None
         x, y, w, h = cv2.boundingRect(mask.view(np.uint8))

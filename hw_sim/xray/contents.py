@@ -340,7 +340,8 @@ def add_item(sc: Scene, name: str | None = None, at: tuple[float, float] | None 
     if name is None:
         name = _ITEM_NAMES[int(rng.choice(len(_ITEM_NAMES), p=_ITEM_P))]
     x, y = at if at is not None else sc.spot(4.0)
-    ITEMS[name][0](sc, x, y, float(rng.uniform(-math.pi, math.pi)))
+    ang = float(rng.uniform(-math.pi, math.pi))
+    sc.record_item(name, lambda: ITEMS[name][0](sc, x, y, ang))
     if name not in ("laptop", "electronics", "tools"):
         sc.contents.append(name)
     return name
