@@ -306,22 +306,15 @@ def start_dashboard(cfg, store, data_dir: Path, stop: threading.Event | None = N
 
     `stop`, if given, is the central process's stop event: when it is set the dashboard stops itself.
     """
-    import uvicorn
+    from common.webserve import serve_in_thread
 
     dash = build_dashboard(cfg, store, data_dir, poll_s=poll_s)
-    host, _, port = cfg.bind.rpartition(":")
-    server = uvicorn.Server(uvicorn.Config(dash.app, host=host.strip("[]"), port=int(port), log_level="warning",
-                                           access_log=False, lifespan="off", timeout_graceful_shutdown=1))
-    server.install_signal_handlers = lambda: None  # the central process owns signals
     dash.poller.thread.start()
-    t = threading.Thread(target=server.run, name="dashboard-http", daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not server.started and t.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not server.started:
+    try:
+        server, t = serve_in_thread(dash.app, cfg.bind, "dashboard-http", "dashboard")
+    except RuntimeError:
         dash.poller.stop()
-        raise RuntimeError(f"dashboard could not listen on {cfg.bind}")
+        raise
     handle = DashboardHandle(dash, server, t)
     if stop is not None:
         threading.Thread(target=lambda: (stop.wait(), handle.stop()), name="dashboard-stop", daemon=True).start()

@@ -329,23 +329,15 @@ def start_console(cfg, state: AgentState, store_path: Path, files_root: Path, st
 
     `stop` is the agent's stop event; the agent ends the console with handle.stop(), so it is not waited on.
     """
-    import uvicorn
+    from common.webserve import serve_in_thread
 
     console = build_console(cfg, state, Path(store_path), Path(files_root), tip_seed=tip_seed)
-    host, _, port = cfg.console.bind.rpartition(":")
-    config = uvicorn.Config(console.app, host=host.strip("[]"), port=int(port), log_level="warning",
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # the agent owns signals (older uvicorn calls this)
     console.live.start()
-    t = threading.Thread(target=server.run, name="console-http", daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not server.started and t.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not server.started:
+    try:
+        server, t = serve_in_thread(console.app, cfg.console.bind, "console-http", "console")
+    except RuntimeError:
         console.live.stop()
-        raise RuntimeError(f"console could not listen on {cfg.console.bind}")
+        raise
     log.info("console listening on http://%s", cfg.console.bind)
     if not console.auth.users():
         log.warning("console: no users in %s; add one with: python -m common.webauth add-user %s NAME ROLE",
