@@ -22,7 +22,6 @@ def bind_socket(bind: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
         sock.listen(128)
-        sock.set_inheritable(True)
     except OSError:
         sock.close()
         raise

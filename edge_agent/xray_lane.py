@@ -167,7 +167,7 @@ class XrayLane:
         frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)
         raw = self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.jpg", frame_jpg, "raw", "image/jpeg")
         risk = self.fusion.risk_for(frame.t)
-        fkey = frame_key(frame)
+        fkey = frame_key(frame) if findings else ""  # a pixel digest: only where there is something to key
         alerts: list[Alert] = []
         for f in findings:
             severity = CLASS_SEVERITY.get(f.cls, "medium")
