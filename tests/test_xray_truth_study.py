@@ -29,6 +29,6 @@ def test_pd_at_a_share_of_lookalikes_flagged():
     p = np.concatenate([[0.99, 0.5, 0.995, 0.2], np.linspace(0.0, 0.98, 100)])
     r = evaluate(p, labels, places, clean_bags=50)
     assert r["lookalikes_per_clean_bag"] == 2.0
-    one = r["at"]["0.01"]  # the threshold is the highest look-alike's score (0.98)
+    one = r["at"]["0.01"]  # 1 look-alike of 100 flagged: the threshold is the second highest's score
     assert one["pd"] == 0.5 and one["shoe"] == 0.5 and one["bottle"] == 0.5 and one["fa_per_clean_bag"] == 0.02
     assert r["at"]["0.05"]["pd"] == 0.5  # 0.5 and 0.2 stay under the fifth highest look-alike

@@ -82,6 +82,12 @@ def bag_figures(args: tuple[str, int, int]) -> dict:
     return out
 
 
+def flagging_threshold(negatives: np.ndarray, k: int) -> float:
+    """The score that only the k best negatives exceed (ties aside), i.e. the threshold that spends
+    a budget of k false alarms; `negatives` sorted best first. 0 when there are no more than k."""
+    return float(negatives[k]) if k < len(negatives) else 0.0
+
+
 def summarise(bags: list[dict], rates=FA_RATES) -> dict:
     """The figures of the module's docstring, overall and per hiding place."""
     clean = [b for b in bags if b["clean"]]
@@ -100,8 +106,7 @@ def summarise(bags: list[dict], rates=FA_RATES) -> dict:
            "pd": {}}
     thresholds = {}
     for r in rates:
-        k = int(r * len(clean))
-        thresholds[r] = float(negatives[k]) if k < len(negatives) else 0.0
+        thresholds[r] = flagging_threshold(negatives, int(r * len(clean)))
         out["pd"][str(r)] = {"verifier_threshold": round(thresholds[r], 3),
                              "pd": share(carrying, lambda b, t=thresholds[r]: b["best"] > t)}
     for place, group in sorted(by_place.items()):

@@ -27,6 +27,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
+from models.xray.candidates import flagging_threshold
 
 LOOKALIKES = ("food", "book", "shoes", "toiletries")
 SHARES = (0.01, 0.02, 0.05)
@@ -85,7 +86,7 @@ def evaluate(p: np.ndarray, labels: np.ndarray, places: np.ndarray, clean_bags: 
     res: dict = {"lookalikes_per_clean_bag": round(per_bag, 2), "positives": int(len(pos)),
                  "lookalikes": int(len(neg)), "at": {}}
     for share in SHARES:
-        thr = neg[max(int(share * len(neg)) - 1, 0)] if len(neg) else 1.0
+        thr = flagging_threshold(neg, int(share * len(neg)))
         row = {"fa_per_clean_bag": round(share * per_bag, 3), "pd": round(float((pos > thr).mean()), 3)}
         row.update({pl: round(float((pos[pos_places == pl] > thr).mean()), 3) for pl in sorted(set(pos_places))})
         res["at"][str(share)] = row
