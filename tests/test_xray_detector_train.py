@@ -135,6 +135,26 @@ def test_a_checkpoint_exports_and_calibrates_with_other_views(tmp_path):
     assert isinstance(det.detect(bag.high, bag.low), list)
 
 
+def test_the_verifiers_mask_targets_lie_under_the_crop_they_belong_to():
+    """The mask head learns where the block is in the crop: its target must be the block's share
+    of each cell of that very crop's window, not of the box or of a window placed elsewhere."""
+    from detectors.xray.verifier import crop_window
+    from models.xray.verifier_train import mask_target
+
+    bag = make_bag(np.random.default_rng(11), "narcotics", place="bottle")
+    block = next(o for o in bag.objects if o.cls == "narcotics")
+    truth = block.mask.astype(np.float32)
+    x1, y1, x2, y2 = block.box
+    target = mask_target(truth, block.box).astype(np.float64)
+    X1, Y1, X2, Y2 = crop_window(block.box, truth.shape)
+    assert target.shape == (8, 8) and 0 <= target.min() and target.max() <= 1 + 1e-6
+    assert abs(target.mean() - truth[Y1:Y2, X1:X2].mean()) < 0.02  # area-averaged, nothing lost
+    assert target[3:5, 3:5].min() > 0.5 and target[0, 0] < target[3, 3]  # the block in the middle, margin around it
+    w = x2 - x1
+    off_left = mask_target(truth, (x1 - w, y1, x1, y2))  # a box of the same size beside the block
+    assert off_left[:, -2:].sum() > off_left[:, :2].sum()  # the block appears on its right side only
+
+
 def test_the_verifier_learns_from_the_detectors_candidates_and_is_linked_to_it(tmp_path):
     """The recipe's second stage on a tiny detector: candidates collected the same way for a seed
     whatever the workers, the same weights for a seed, the file named with its sha256 in the
@@ -151,6 +171,7 @@ def test_the_verifier_learns_from_the_detectors_candidates_and_is_linked_to_it(t
     one = verifier_train.collect(path, seed=7, bags=4, workers=1, progress=False)
     two = verifier_train.collect(path, seed=7, bags=4, workers=2, progress=False)
     assert len(one["labels"]) > 0 and all(np.array_equal(one[k], two[k]) for k in one)
+    assert one["masks"].shape == (len(one["labels"]), 8, 8)
     a, facts = verifier_train.train(one, epochs=1, seed=2, threads=1, progress=False)
     b, _ = verifier_train.train(one, epochs=1, seed=2, threads=1, progress=False)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))

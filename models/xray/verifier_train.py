@@ -8,7 +8,9 @@ the operating point chosen again for the pair:
 The detector runs on a fresh simulator draw (its own seed: neither the detector's training draw,
 where the detector's scores are better than anywhere else, nor the calibration or held-out ones);
 every narcotics candidate it proposes becomes a full-resolution crop, labelled a narcotics block
-when it overlaps one with IoU >= PD_IOU (the evaluation's own test of "found"). Every one from
+when it overlaps one with IoU >= PD_IOU (the evaluation's own test of "found"), and with the
+share of each of its 8 x 8 cells that the simulator's narcotics mask covers (net.VerifierNet's
+training-only mask head learns that: where in the crop the block is, not only whether). Every one from
 the detector's MIN_CANDIDATE_SCORE, although the runtime verifies only those from
 verifier.MIN_VERIFIED_SCORE: the weaker half is still good training. A small CNN learns
 to tell those apart. The result is written beside the detector and named, with its sha256, in the
@@ -28,14 +30,14 @@ import warnings
 from multiprocessing import get_context
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from detectors.xray import CLASSES
 from detectors.xray.evaluate import PD_IOU, iou
-from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
-from models.xray.mix import MIX
+from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input, crop_window
 from models.xray.net import VerifierNet
 from models.xray.train import finish_onnx, set_metadata, train_facts
 
@@ -44,12 +46,30 @@ FILE = "zastava-xray-verifier.onnx"
 # A candidate that overlaps a block without reaching PD_IOU is neither a clear hit nor a clear
 # miss (half a block, a box around the block and its host): left out of the loss.
 AMBIGUOUS_IOU = 0.1
+# The verifier's own bag mix. Its job is narcotics against what looks like them, and weapon bags
+# show it few of those, while banknote stacks and compartments' contents are what the payload rule
+# (detector.payload_keep) must not call narcotics: with the detector's mix (28 % weapon, 10 %
+# currency, 6 % concealment) the mask-trained verifier called currency in false bottoms narcotics
+# so often that the calibration found no payload threshold right half the time (MODEL_CARD.md,
+# "Verifier"). Hiding places stay the simulator's uniform choice.
+VERIFIER_MIX = {None: 0.22, "narcotics": 0.34, "weapon": 0.12, "currency": 0.18, "concealment": 0.14}
+MASK_SIDE = 8  # the verifier's feature grid: 64 px crop, stride 8
+# The mask loss's weight beside the label's. 1.0 is the one value measured (MODEL_CARD.md, "Verifier").
+MASK_WEIGHT = 1.0
 
 _detector = None
 
 
-def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One bag's narcotics candidates: crops, box features, labels, loss weights."""
+def mask_target(truth: np.ndarray, box) -> np.ndarray:
+    """[MASK_SIDE, MASK_SIDE]: the share of each cell of `box`'s crop that `truth` (a float 0/1
+    image) covers. The crop's own window (crop_window), area-averaged as crop_input resizes it, so
+    cell (i, j) of the target lies under cell (i, j) of the verifier's features."""
+    X1, Y1, X2, Y2 = crop_window(box, truth.shape)
+    return cv2.resize(truth[Y1:Y2, X1:X2], (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_AREA)
+
+
+def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, ...]:
+    """One bag's narcotics candidates: crops, box features, labels, loss weights, mask targets."""
     from detectors.xray.detector import MIN_CANDIDATE_SCORE, load_detector
     from hw_sim.xray.scene import make_bag
 
@@ -59,21 +79,26 @@ def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray,
         _detector = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES},
                                   verifier=False)
     rng = np.random.default_rng([seed, i])
-    # the detector's training mix (mix.MIX), hiding places the simulator's uniform choice
-    kinds = list(MIX)
-    kind = kinds[int(rng.choice(len(kinds), p=np.array(list(MIX.values()))))]
+    kinds = list(VERIFIER_MIX)
+    kind = kinds[int(rng.choice(len(kinds), p=np.array(list(VERIFIER_MIX.values()))))]
     bag = make_bag(rng, contraband=kind)
     found = [f for f in _detector.detect(bag.high, bag.low) if f.cls == VERIFIED]
-    gt = np.array([o.box for o in bag.objects if o.cls == VERIFIED], np.float64).reshape(-1, 4)
+    blocks = [o for o in bag.objects if o.cls == VERIFIED]
+    gt = np.array([o.box for o in blocks], np.float64).reshape(-1, 4)
+    truth = np.zeros(bag.high.shape, np.float32)
+    for o in blocks:
+        truth[o.mask] = 1.0
     crops = np.zeros((len(found), CHANNELS, CROP, CROP), np.float16)
+    masks = np.zeros((len(found), MASK_SIDE, MASK_SIDE), np.float16)
     boxes = np.array([f.box for f in found], np.float32).reshape(-1, 4)
     scores = np.array([f.score for f in found], np.float32)
     best = iou(boxes.astype(np.float64), gt).max(axis=1) if len(gt) and len(found) else np.zeros(len(found))
     for k, f in enumerate(found):
         crop_input(bag.high, bag.low, f.box, out=crops[k])
+        masks[k] = mask_target(truth, f.box)
     labels = (best >= PD_IOU).astype(np.float32)
     weights = np.where((labels == 0) & (best > AMBIGUOUS_IOU), 0.0, 1.0).astype(np.float32)
-    return crops, box_features(boxes, scores), labels, weights
+    return crops, box_features(boxes, scores), labels, weights, masks
 
 
 def collect(detector: Path, seed: int, bags: int, workers: int = 2, progress: bool = True) -> dict[str, np.ndarray]:
@@ -86,15 +111,19 @@ def collect(detector: Path, seed: int, bags: int, workers: int = 2, progress: bo
             parts.append(part)
             if progress and (k + 1) % 1000 == 0:
                 print(f"  verifier bags {k + 1}/{bags}  {(k + 1) / (time.monotonic() - t0):.1f}/s", file=sys.stderr)
-    return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(("crops", "feats", "labels", "weights"))}
+    names = ("crops", "feats", "labels", "weights", "masks")
+    return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}
 
 
 def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2, batch: int = 64,
           lr: float = 2e-3, progress: bool = True) -> tuple[VerifierNet, dict]:
+    """The label's loss on every crop (ambiguous ones weighted 0), plus MASK_WEIGHT times the mask
+    head's on every crop when `data` has "masks" (truth_study's crops have none)."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     X, A, Y, W = data["crops"], data["feats"], data["labels"], data["weights"]
+    masks = data.get("masks")
     if not len(Y):
         raise ValueError("the detector proposed no narcotics candidates on this draw: nothing to train a verifier on")
     net = VerifierNet().to(memory_format=torch.channels_last)
@@ -107,7 +136,7 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
     for ep in range(epochs):
         net.train()
         perm = rng.permutation(len(Y))
-        total = 0.0
+        total = total_mask = 0.0
         for b in range(steps):
             idx = np.sort(perm[b * batch:(b + 1) * batch])
             x = X[idx].astype(np.float32)
@@ -115,19 +144,27 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
             x[fx] = x[fx][..., ::-1]
             x[fy] = x[fy][..., ::-1, :]
             xt = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
-            logit = net(xt, torch.from_numpy(A[idx]))
+            logit, mask_logit = net.forward_with_mask(xt, torch.from_numpy(A[idx]))
             loss = (F.binary_cross_entropy_with_logits(logit, torch.from_numpy(Y[idx]), reduction="none")
                     * torch.from_numpy(W[idx])).mean()
+            total += loss.item()
+            if masks is not None:
+                m = masks[idx].astype(np.float32)
+                m[fx] = m[fx][..., ::-1]
+                m[fy] = m[fy][..., ::-1, :]
+                mask_loss = F.binary_cross_entropy_with_logits(mask_logit, torch.from_numpy(np.ascontiguousarray(m)))
+                total_mask += mask_loss.item()
+                loss = loss + MASK_WEIGHT * mask_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item()
-        history.append({"epoch": ep + 1, "loss": round(total / steps, 4)})
+        history.append({"epoch": ep + 1, "loss": round(total / steps, 4), "mask_loss": round(total_mask / steps, 4)})
         if progress:
-            print(f"  verifier epoch {ep + 1}/{epochs} loss {total / steps:.4f} {(time.monotonic() - t0) / 60:.1f} min",
+            print(f"  verifier epoch {ep + 1}/{epochs} loss {total / steps:.4f} mask {total_mask / steps:.4f} {(time.monotonic() - t0) / 60:.1f} min",
                   file=sys.stderr)
     facts = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "threads": threads, "candidates": int(len(Y)),
+             "mask_weight": MASK_WEIGHT if masks is not None else 0.0,
              "positives": int(Y.sum()), "ambiguous": int((W == 0).sum()), "history": history,
              "train_seconds": round(time.monotonic() - t0, 1), "torch": torch.__version__}
     return net.eval(), facts
