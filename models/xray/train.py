@@ -29,7 +29,7 @@ from detectors.xray import CLASSES
 from detectors.xray.preprocess import model_input
 from detectors.xray.verifier import file_sha256
 from models.xray.calibration import choose_payload_thresholds, choose_thresholds
-from models.xray.mix import MIX
+from models.xray.mix import MIX, draw_kind
 from models.xray.net import ExportWrapper, XrayNet
 
 INPUT_HW = (224, 320)
@@ -49,8 +49,6 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
     from hw_sim.xray.scene import make_bag
 
     rng = np.random.default_rng(seed)
-    kinds = list(MIX)
-    probs = np.array(list(MIX.values()))
     places = list(NARCOTICS_PLACES)
     place_p = np.array(list(NARCOTICS_PLACES.values()))
     place_p = place_p / place_p.sum()
@@ -58,7 +56,7 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
     targets = []
     t0 = time.monotonic()
     for i in range(count):
-        kind = kinds[int(rng.choice(len(kinds), p=probs))]
+        kind = draw_kind(rng, MIX)
         place = None
         if kind == "narcotics":
             place = places[int(rng.choice(len(places), p=place_p))]

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from detectors.xray import CLASSES
 from detectors.xray.evaluate import PD_IOU, iou
 from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input, crop_window
+from models.xray.mix import VERIFIER_MIX, draw_kind
 from models.xray.net import VerifierNet
 from models.xray.train import finish_onnx, set_metadata, train_facts
 
@@ -46,14 +47,7 @@ FILE = "zastava-xray-verifier.onnx"
 # A candidate that overlaps a block without reaching PD_IOU is neither a clear hit nor a clear
 # miss (half a block, a box around the block and its host): left out of the loss.
 AMBIGUOUS_IOU = 0.1
-# The verifier's own bag mix. Its job is narcotics against what looks like them, and weapon bags
-# show it few of those, while banknote stacks and compartments' contents are what the payload rule
-# (detector.payload_keep) must not call narcotics: with the detector's mix (28 % weapon, 10 %
-# currency, 6 % concealment) the mask-trained verifier called currency in false bottoms narcotics
-# so often that the calibration found no payload threshold right half the time (MODEL_CARD.md,
-# "Verifier"). Hiding places stay the simulator's uniform choice.
-VERIFIER_MIX = {None: 0.22, "narcotics": 0.34, "weapon": 0.12, "currency": 0.18, "concealment": 0.14}
-MASK_SIDE = 8  # the verifier's feature grid: 64 px crop, stride 8
+MASK_SIDE = CROP // 8  # the verifier's feature grid: three stride-2 stages
 # The mask loss's weight beside the label's. 1.0 is the one value measured (MODEL_CARD.md, "Verifier").
 MASK_WEIGHT = 1.0
 
@@ -79,9 +73,7 @@ def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, ...]:
         _detector = load_detector(path, "zastava", thresholds={c: MIN_CANDIDATE_SCORE for c in CLASSES},
                                   verifier=False)
     rng = np.random.default_rng([seed, i])
-    kinds = list(VERIFIER_MIX)
-    kind = kinds[int(rng.choice(len(kinds), p=np.array(list(VERIFIER_MIX.values()))))]
-    bag = make_bag(rng, contraband=kind)
+    bag = make_bag(rng, contraband=draw_kind(rng, VERIFIER_MIX))
     found = [f for f in _detector.detect(bag.high, bag.low) if f.cls == VERIFIED]
     blocks = [o for o in bag.objects if o.cls == VERIFIED]
     gt = np.array([o.box for o in blocks], np.float64).reshape(-1, 4)
