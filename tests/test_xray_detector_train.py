@@ -56,6 +56,46 @@ def test_targets_put_a_peak_at_each_object_centre():
     assert np.array_equal(flipped[0], heat[0][:, ::-1])
 
 
+def test_segmentation_targets_are_each_class_s_share_of_the_cells_its_objects_cover():
+    """--seg-weight's targets: each class's map is the share of each grid cell its objects cover,
+    so it is zero away from that class's boxes, reaches 1 inside a large one, and mirrors with the
+    bag as the image does."""
+    _, targets, segs = train.draw_bags(12, seed=11, progress=False)
+    assert segs.shape == (12, len(CLASSES), *train.GRID_HW) and segs.dtype == np.float16
+    seen = set()
+    for k, objs in enumerate(targets):
+        for c in range(len(CLASSES)):
+            inside = np.zeros(train.GRID_HW, bool)
+            for oc, (x1, y1, x2, y2) in objs:
+                if oc == c:
+                    s = train.STRIDE
+                    inside[int(y1 // s):int(np.ceil(y2 / s)), int(x1 // s):int(np.ceil(x2 / s))] = True
+            assert segs[k, c][~inside].max(initial=0) == 0
+            if inside.sum() > 16:  # an object of a few cells across covers some cell whole
+                assert segs[k, c].max() == 1.0
+                seen.add(CLASSES[c])
+        if not objs:
+            assert segs[k].max() == 0
+    assert "narcotics" in seen
+    flipped = train.flip_maps(segs[:2].astype(np.float32), np.array([True, False]), np.array([False, True]))
+    assert np.array_equal(flipped[0], segs[0][..., ::-1]) and np.array_equal(flipped[1], segs[1][..., ::-1, :])
+
+
+def test_the_segmentation_head_trains_deterministically_and_is_not_exported(tmp_path):
+    a, facts = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False, seg_weight=10.0)
+    b, _ = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False, seg_weight=10.0)
+    c, _ = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False)
+    wa, wb, wc = weights(a), weights(b), weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not torch.equal(wa["seg.weight"], wc["seg.weight"])
+    assert facts["seg_weight"] == 10.0 and np.isfinite(facts["history"][0]["seg_loss"])
+    import onnx
+
+    path = tmp_path / "zastava-xray.onnx"
+    train.export(a, path, facts)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["heat", "ltrb"]
+
+
 @pytest.mark.parametrize("fx,fy", [(True, False), (False, True), (True, True)])
 def test_flipped_batch_targets_are_the_targets_of_the_flipped_boxes(fx, fy):
     """Training flips the encoded arrays instead of re-encoding: that must give what encoding

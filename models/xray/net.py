@@ -41,16 +41,27 @@ class XrayNet(nn.Module):
         self.ltrb = nn.Sequential(conv(48, 48), nn.Conv2d(48, 4, 1))
         # CenterNet's prior: start with a low heat everywhere so the focal loss is stable
         nn.init.constant_(self.heat[-1].bias, -2.19)
+        # training-only: which cells each class's objects cover (forward_with_seg); not exported
+        self.seg = nn.Conv2d(48, num_classes, 1)
+        nn.init.constant_(self.seg.bias, -4.0)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw outputs: heat logits [N, C, h, w] and ltrb in input pixels [N, 4, h, w]."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-4 map both heads read."""
         f2 = self.s2(self.s1(x))
         f3 = self.s3(f2)
         f4 = self.s4(f3)
         p3 = self.fuse3(self.lat3(f3) + F.interpolate(f4, size=f3.shape[-2:], mode="nearest"))
-        p2 = self.fuse2(self.lat2(f2) + F.interpolate(self.up3(p3), size=f2.shape[-2:], mode="nearest"))
-        ltrb = torch.exp(self.ltrb(p2).clamp(-6.0, 5.0)) * LTRB_SCALE
-        return self.heat(p2), ltrb
+        return self.fuse2(self.lat2(f2) + F.interpolate(self.up3(p3), size=f2.shape[-2:], mode="nearest"))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs: heat logits [N, C, h, w] and ltrb in input pixels [N, 4, h, w]."""
+        p2 = self.features(x)
+        return self.heat(p2), torch.exp(self.ltrb(p2).clamp(-6.0, 5.0)) * LTRB_SCALE
+
+    def forward_with_seg(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """forward's outputs and the segmentation logits [N, C, h, w] (training only)."""
+        p2 = self.features(x)
+        return self.heat(p2), torch.exp(self.ltrb(p2).clamp(-6.0, 5.0)) * LTRB_SCALE, self.seg(p2)
 
 
 class ExportWrapper(nn.Module):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from detectors.xray import CLASSES
 from detectors.xray.preprocess import model_input
@@ -44,8 +45,11 @@ NARCOTICS_PLACES = {"lining": 1.5, "false_bottom": 1.2, "double_wall": 0.5, "ele
                     "bottle": 0.5, "under_items": 1.5}
 
 
-def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray, list[list[tuple[int, list[float]]]]]:
-    """count bags from the simulator -> (inputs [N,3,H,W] float16, boxes per bag in input pixels)."""
+def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray, list[list[tuple[int, list[float]]]], np.ndarray]:
+    """count bags from the simulator -> (inputs [N,3,H,W] float16, boxes per bag in input pixels,
+    the share of each grid cell that each class's objects cover [N,C,gh,gw] float16)."""
+    import cv2
+
     from hw_sim.xray.scene import make_bag
 
     rng = np.random.default_rng(seed)
@@ -53,6 +57,7 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
     place_p = np.array(list(NARCOTICS_PLACES.values()))
     place_p = place_p / place_p.sum()
     xs = np.zeros((count, 3, *INPUT_HW), np.float16)
+    segs = np.zeros((count, len(CLASSES), *GRID_HW), np.float16)
     targets = []
     t0 = time.monotonic()
     for i in range(count):
@@ -68,10 +73,13 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
         for o in bag.objects:
             x1, y1, x2, y2 = (float(v) for v in o.box)
             objs.append((CLASSES.index(o.cls), [x1 * sx, y1 * sy, x2 * sx, y2 * sy]))
+            c = CLASSES.index(o.cls)
+            cover = cv2.resize(o.mask.astype(np.float32), GRID_HW[::-1], interpolation=cv2.INTER_AREA)
+            segs[i, c] = np.maximum(segs[i, c], cover)
         targets.append(objs)
         if progress and (i + 1) % 250 == 0:
             print(f"  bags {i + 1}/{count}  {(i + 1) / (time.monotonic() - t0):.1f}/s", file=sys.stderr)
-    return xs, targets
+    return xs, targets, segs
 
 
 def encode(objs: list[tuple[int, list[float]]], flip_x: bool, flip_y: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,9 +175,19 @@ def batch_targets(enc: Encoded, idx, flips_x, flips_y):
     return torch.from_numpy(heat), torch.from_numpy(ltrb), torch.from_numpy(wgt)
 
 
+def flip_maps(maps: np.ndarray, flips_x, flips_y) -> np.ndarray:
+    """[N, C, h, w] maps with each bag's flips applied, contiguous."""
+    for k, (fx, fy) in enumerate(zip(flips_x, flips_y, strict=True)):
+        if fx:
+            maps[k] = maps[k][..., ::-1]
+        if fy:
+            maps[k] = maps[k][..., ::-1, :]
+    return np.ascontiguousarray(maps)
+
+
 def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
           progress: bool = True, threads: int = 1, checkpoint: Path | None = None,
-          bf16: bool = False) -> tuple[XrayNet, dict]:
+          bf16: bool = False, seg_weight: float = 0.0) -> tuple[XrayNet, dict]:
     """Draw the bags and train; with `checkpoint`, the weights are saved there after every epoch
     so that an hour's run interrupted near its end still leaves a usable network.
 
@@ -180,7 +198,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     t0 = time.monotonic()
-    xs, targets = draw_bags(bags, seed, progress)
+    xs, targets, segs = draw_bags(bags, seed, progress)
     enc = encode_all(targets)
     t_data = time.monotonic() - t0
     # channels-last: onednn's convolutions on the CPU are ~20 % faster with it (measured here)
@@ -196,6 +214,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
         net.train()
         perm = order_rng.permutation(bags)
         sums = np.zeros(2)
+        seg_sum = 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * batch:(b + 1) * batch]
             fx = order_rng.random(len(idx)) < 0.5
@@ -209,11 +228,19 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
             x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
             heat_t, ltrb_t, w_t = batch_targets(enc, idx, fx, fy)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits, ltrb = net(x)
+                if seg_weight:
+                    logits, ltrb, seg = net.forward_with_seg(x)
+                else:
+                    logits, ltrb = net(x)
             logits, ltrb = logits.float(), ltrb.float()
             lh = focal_loss(logits, heat_t)
             lb = giou_loss(ltrb, ltrb_t, w_t)
             loss = lh + 2.0 * lb
+            if seg_weight:
+                seg_t = flip_maps(segs[idx].astype(np.float32), fx, fy)
+                ls = F.binary_cross_entropy_with_logits(seg.float(), torch.from_numpy(seg_t))
+                loss = loss + seg_weight * ls
+                seg_sum += ls.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -225,14 +252,16 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
                 print(f"  epoch {ep + 1}/{epochs} step {step}/{total} heat {lh.item():.3f} box {lb.item():.3f} "
                       f"{el / 60:.1f} min", file=sys.stderr)
         history.append({"epoch": ep + 1, "heat_loss": round(sums[0] / steps_per_epoch, 4),
-                        "box_loss": round(sums[1] / steps_per_epoch, 4)})
+                        "box_loss": round(sums[1] / steps_per_epoch, 4)}
+                       | ({"seg_loss": round(seg_sum / steps_per_epoch, 4)} if seg_weight else {}))
         if checkpoint is not None:
             torch.save({"epoch": ep + 1, "state_dict": net.state_dict(), "history": history}, checkpoint)
     facts = {"seed": seed, "bags": bags, "epochs": epochs, "batch": batch, "lr": lr, "mix": {str(k): v for k, v in MIX.items()},
              "narcotics_places": NARCOTICS_PLACES,
              "single_energy_share": SINGLE_ENERGY_SHARE, "input_hw": list(INPUT_HW), "stride": STRIDE,
              "data_seconds": round(t_data, 1), "train_seconds": round(time.monotonic() - t0 - t_data, 1),
-             "torch": torch.__version__, "threads": threads, "bf16": bf16, "history": history}
+             "torch": torch.__version__, "threads": threads, "bf16": bf16, "seg_weight": seg_weight,
+             "history": history}
     return net, facts
 
 
@@ -356,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="train the detector under bfloat16 autocast "
                     "(twice as fast on CPUs with AVX512-BF16; part of the recipe: other weights)")
+    ap.add_argument("--seg-weight", type=float, default=10.0, help="weight of a training-only head that "
+                    "learns which cells each class covers, from the simulator's masks (0: none)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--checkpoint", type=Path, help="save the weights here after every epoch")
@@ -388,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         export(net, path, facts, a.views)
     else:
         net, facts = train(a.bags, a.epochs, a.seed, batch=a.batch, lr=a.lr, progress=not a.quiet,
-                           threads=a.threads, checkpoint=a.checkpoint, bf16=a.bf16)
+                           threads=a.threads, checkpoint=a.checkpoint, bf16=a.bf16, seg_weight=a.seg_weight)
         facts["views"] = a.views
         export(net, path, facts, a.views)
     if a.verifier_only or not (a.calibrate_only or a.no_verifier):
