@@ -53,15 +53,17 @@ class XrayNet(nn.Module):
         p3 = self.fuse3(self.lat3(f3) + F.interpolate(f4, size=f3.shape[-2:], mode="nearest"))
         return self.fuse2(self.lat2(f2) + F.interpolate(self.up3(p3), size=f2.shape[-2:], mode="nearest"))
 
+    def _heads(self, p2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heat(p2), torch.exp(self.ltrb(p2).clamp(-6.0, 5.0)) * LTRB_SCALE
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw outputs: heat logits [N, C, h, w] and ltrb in input pixels [N, 4, h, w]."""
-        p2 = self.features(x)
-        return self.heat(p2), torch.exp(self.ltrb(p2).clamp(-6.0, 5.0)) * LTRB_SCALE
+        return self._heads(self.features(x))
 
     def forward_with_seg(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """forward's outputs and the segmentation logits [N, C, h, w] (training only)."""
         p2 = self.features(x)
-        return self.heat(p2), torch.exp(self.ltrb(p2).clamp(-6.0, 5.0)) * LTRB_SCALE, self.seg(p2)
+        return *self._heads(p2), self.seg(p2)
 
 
 class ExportWrapper(nn.Module):

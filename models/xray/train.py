@@ -73,8 +73,8 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
         objs = []
         for o in bag.objects:
             x1, y1, x2, y2 = (float(v) for v in o.box)
-            objs.append((CLASSES.index(o.cls), [x1 * sx, y1 * sy, x2 * sx, y2 * sy]))
             c = CLASSES.index(o.cls)
+            objs.append((c, [x1 * sx, y1 * sy, x2 * sx, y2 * sy]))
             cover = cv2.resize(o.mask.astype(np.float32), GRID_HW[::-1], interpolation=cv2.INTER_AREA)
             segs[i, c] = np.maximum(segs[i, c], cover)
         targets.append(objs)
@@ -160,30 +160,27 @@ def encode_all(targets: list[list[tuple[int, list[float]]]]) -> Encoded:
                    np.stack([e[2] for e in enc]).astype(np.float16))
 
 
+def flip_maps(maps: np.ndarray, flips_x: np.ndarray, flips_y: np.ndarray) -> np.ndarray:
+    """A batch of images or maps ([N, ..., h, w], modified in place) with item k mirrored
+    left-right where flips_x[k] and top-bottom where flips_y[k] (boolean arrays); contiguous.
+    The one flip the detector's and the verifier's training apply to their inputs and targets."""
+    maps[flips_x] = maps[flips_x][..., ::-1]
+    maps[flips_y] = maps[flips_y][..., ::-1, :]
+    return np.ascontiguousarray(maps)
+
+
 def batch_targets(enc: Encoded, idx, flips_x, flips_y):
     """The bags' targets with the flips applied to the arrays: a mirrored box has its centre heat
     mirrored and its left and right (top and bottom) distances swapped. Cell centres are
     symmetric, so this equals encoding the mirrored boxes (up to the peak cell of a centre
     that falls exactly on a cell edge)."""
-    heat, ltrb, wgt = enc.heat[idx].astype(np.float32), enc.ltrb[idx], enc.wgt[idx].astype(np.float32)
-    for k, (fx, fy) in enumerate(zip(flips_x, flips_y, strict=True)):
-        if fx:
-            heat[k], wgt[k] = heat[k][..., ::-1], wgt[k][..., ::-1]
-            ltrb[k] = ltrb[k][[2, 1, 0, 3], :, ::-1]
-        if fy:
-            heat[k], wgt[k] = heat[k][..., ::-1, :], wgt[k][..., ::-1, :]
-            ltrb[k] = ltrb[k][[0, 3, 2, 1], ::-1, :]
+    fx, fy = np.asarray(flips_x, bool), np.asarray(flips_y, bool)
+    heat = flip_maps(enc.heat[idx].astype(np.float32), fx, fy)
+    wgt = flip_maps(enc.wgt[idx].astype(np.float32), fx, fy)
+    ltrb = flip_maps(enc.ltrb[idx], fx, fy)
+    ltrb[fx] = ltrb[fx][:, [2, 1, 0, 3]]  # mirrored left-right: the left and right distances swap
+    ltrb[fy] = ltrb[fy][:, [0, 3, 2, 1]]
     return torch.from_numpy(heat), torch.from_numpy(ltrb), torch.from_numpy(wgt)
-
-
-def flip_maps(maps: np.ndarray, flips_x, flips_y) -> np.ndarray:
-    """[N, C, h, w] maps with each bag's flips applied, contiguous."""
-    for k, (fx, fy) in enumerate(zip(flips_x, flips_y, strict=True)):
-        if fx:
-            maps[k] = maps[k][..., ::-1]
-        if fy:
-            maps[k] = maps[k][..., ::-1, :]
-    return np.ascontiguousarray(maps)
 
 
 def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
@@ -225,13 +222,8 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
             idx = perm[b * batch:(b + 1) * batch]
             fx = order_rng.random(len(idx)) < 0.5
             fy = order_rng.random(len(idx)) < 0.5
-            x = xs[idx].astype(np.float32)
-            for k in range(len(idx)):
-                if fx[k]:
-                    x[k] = x[k][..., ::-1]
-                if fy[k]:
-                    x[k] = x[k][..., ::-1, :]
-            x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+            x = torch.from_numpy(flip_maps(xs[idx].astype(np.float32), fx, fy)).contiguous(
+                memory_format=torch.channels_last)
             heat_t, ltrb_t, w_t = batch_targets(enc, idx, fx, fy)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 if seg_weight:

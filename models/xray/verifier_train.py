@@ -40,7 +40,7 @@ from detectors.xray.evaluate import PD_IOU, iou
 from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input, crop_window
 from models.xray.mix import VERIFIER_MIX, draw_kind
 from models.xray.net import VerifierNet
-from models.xray.train import finish_onnx, set_metadata, train_facts
+from models.xray.train import finish_onnx, flip_maps, set_metadata, train_facts
 
 VERIFIED = "narcotics"
 FILE = "zastava-xray-verifier.onnx"
@@ -131,20 +131,16 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
         total = total_mask = 0.0
         for b in range(steps):
             idx = np.sort(perm[b * batch:(b + 1) * batch])
-            x = X[idx].astype(np.float32)
             fx, fy = rng.random(len(idx)) < 0.5, rng.random(len(idx)) < 0.5
-            x[fx] = x[fx][..., ::-1]
-            x[fy] = x[fy][..., ::-1, :]
-            xt = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+            xt = torch.from_numpy(flip_maps(X[idx].astype(np.float32), fx, fy)).contiguous(
+                memory_format=torch.channels_last)
             logit, mask_logit = net.forward_with_mask(xt, torch.from_numpy(A[idx]))
             loss = (F.binary_cross_entropy_with_logits(logit, torch.from_numpy(Y[idx]), reduction="none")
                     * torch.from_numpy(W[idx])).mean()
             total += loss.item()
             if masks is not None:
-                m = masks[idx].astype(np.float32)
-                m[fx] = m[fx][..., ::-1]
-                m[fy] = m[fy][..., ::-1, :]
-                mask_loss = F.binary_cross_entropy_with_logits(mask_logit, torch.from_numpy(np.ascontiguousarray(m)))
+                m = flip_maps(masks[idx].astype(np.float32), fx, fy)
+                mask_loss = F.binary_cross_entropy_with_logits(mask_logit, torch.from_numpy(m))
                 total_mask += mask_loss.item()
                 loss = loss + MASK_WEIGHT * mask_loss
             opt.zero_grad(set_to_none=True)
