@@ -227,3 +227,32 @@ def test_the_verifier_learns_from_the_detectors_candidates_and_is_linked_to_it(t
     assert log["sha256"] == file_sha256(path)
     bag = make_bag(np.random.default_rng(2), "narcotics")
     assert isinstance(det.detect(bag.high, bag.low), list)
+
+
+def test_a_verifier_trained_with_the_truth_crops_ignores_the_detectors_score(tmp_path):
+    """--verifier-truth-bags: the truth's crops follow the candidates, the detector's score is zero
+    in the data, and the exported verifier gives the same probability whatever score it is handed
+    (the runtime still passes one: its layout is unchanged)."""
+    import onnxruntime as ort
+
+    from models.xray import verifier_train
+    from models.xray.net import XrayNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "zastava-xray.onnx"
+    train.export(XrayNet(len(CLASSES)), path, {"seed": 5})
+    cand = verifier_train.collect(path, seed=7, bags=2, workers=1, progress=False)
+    data = verifier_train.with_truth(cand, truth_bags=3, seed=3001, workers=1)
+    n = len(cand["labels"])
+    assert len(data["labels"]) > n and (data["feats"][:, 0] == 0).all()
+    assert np.array_equal(data["crops"][:n], cand["crops"]) and data["labels"][n:].max() == 1
+    assert data["masks"].shape == (len(data["labels"]), 8, 8)
+    facts = verifier_train.build(path, bags=2, epochs=1, seed=3001, workers=1, threads=1, progress=False,
+                                 truth_bags=3)
+    assert facts["truth_bags"] == 3 and facts["truth_skip"] == ["false_bottom"] and facts["candidates"] == len(data["labels"])
+    sess = ort.InferenceSession(str(tmp_path / verifier_train.FILE))
+    crop = data["crops"][:4].astype(np.float32)
+    box = data["feats"][:4].copy()
+    p0 = sess.run(["p"], {"crop": crop, "box": box})[0]
+    box[:, 0] = 0.9
+    assert np.array_equal(sess.run(["p"], {"crop": crop, "box": box})[0], p0)

@@ -23,6 +23,23 @@ def test_crops_come_from_the_truth_and_the_test_bags_are_held_out():
     assert not np.array_equal(loose["feats"], d["feats"])  # the boxes moved
 
 
+def test_truth_crops_carry_where_the_block_is_and_can_leave_a_hiding_place_out():
+    """The verifier's recipe trains on these crops with their mask targets and without the
+    false-bottom blocks (verifier_train.with_truth)."""
+    d = collect(12, 0.0, 8001, workers=2)
+    m, y = d["masks"].astype(np.float32), d["labels"]
+    assert m.shape == (len(y), 8, 8)
+    assert (m[y == 0] == 0).all()  # a clean bag holds no narcotics
+    # an exact box around a block: the block fills the middle of its crop, not the margin
+    assert (m[y == 1][:, 3:5, 3:5].mean(axis=(1, 2)) > 0.5).all()
+    assert (m[y == 1][:, 0, 0] < m[y == 1][:, 3:5, 3:5].mean(axis=(1, 2))).all()
+    place = d["places"][y == 1][0]
+    without = collect(12, 0.0, 8001, workers=2, skip_places=(place,))
+    assert place not in set(without["places"])
+    kept = d["places"] != place
+    assert all(np.array_equal(without[k], d[k][kept]) for k in d)
+
+
 def test_pd_at_a_share_of_lookalikes_flagged():
     labels = np.array([1, 1, 1, 1] + [0] * 100, np.float32)
     places = np.array(["shoe", "shoe", "bottle", "bottle"] + ["clean"] * 100)

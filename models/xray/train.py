@@ -1,7 +1,7 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
     python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--views 1] [--bf16]
-                                [--seg-weight 10]
+                                [--seg-weight 10] [--verifier-truth-bags 0]
                                 [--out models/xray]
 
 Then the narcotics verifier is trained on the new detector's candidates (verifier_train.py) and
@@ -400,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="train the verifier for an existing OUT/zastava-xray.onnx, then calibrate the pair")
     ap.add_argument("--verifier-bags", type=int, default=12000)
     ap.add_argument("--verifier-epochs", type=int, default=14)
+    ap.add_argument("--verifier-truth-bags", type=int, default=0, help="also train the verifier on the "
+                    "simulator's truth: the blocks of this many narcotics bags and the look-alikes of as many "
+                    "clean ones (verifier_train.with_truth; 6000 measured, not yet the recipe)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"
@@ -424,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         from models.xray import verifier_train
 
         facts["verifier"] = verifier_train.build(path, a.verifier_bags, a.verifier_epochs, facts["seed"] + 3000,
-                                                 threads=a.threads, progress=not a.quiet)
+                                                 threads=a.threads, progress=not a.quiet,
+                                                 truth_bags=a.verifier_truth_bags)
     elif a.no_verifier and not a.calibrate_only:  # a fresh export names no verifier
         facts.pop("verifier", None)
     t0 = time.monotonic()

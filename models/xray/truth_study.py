@@ -41,17 +41,23 @@ def jittered(rng: np.random.Generator, box, s: float, shape: tuple[int, int]) ->
     return np.array([xs[0], ys[0], xs[1], ys[1]])
 
 
-def bag_crops(args: tuple[int, int, bool, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """One bag's crops: its narcotics block, or its look-alikes if clean."""
+def bag_crops(args: tuple[int, int, bool, float]) -> tuple[np.ndarray, ...]:
+    """One bag's crops: its narcotics block, or its look-alikes if clean; with each crop's mask
+    target (verifier_train.mask_target: where in the crop the narcotics are; none in a clean bag)."""
     from hw_sim.xray.scene import make_bag
+    from models.xray.verifier_train import MASK_SIDE, mask_target
 
     seed, i, clean, s = args
     rng = np.random.default_rng([seed, i])
     bag = make_bag(rng, None if clean else "narcotics")
+    truth = np.zeros(bag.high.shape, np.float32)
     if clean:
         found = [(b, "clean") for name, b in bag.items if name in LOOKALIKES]
     else:
-        found = [(o.box, o.place) for o in bag.objects if o.cls == "narcotics"]
+        blocks = [o for o in bag.objects if o.cls == "narcotics"]
+        found = [(o.box, o.place) for o in blocks]
+        for o in blocks:
+            truth[o.mask] = 1.0
     jr = np.random.default_rng([seed, i, 99])
     boxes, places = [], []
     for b, place in found:
@@ -60,22 +66,30 @@ def bag_crops(args: tuple[int, int, bool, float]) -> tuple[np.ndarray, np.ndarra
             boxes.append(jb)
             places.append(place)
     crops = np.zeros((len(boxes), CHANNELS, CROP, CROP), np.float16)
+    masks = np.zeros((len(boxes), MASK_SIDE, MASK_SIDE), np.float16)
     for k, b in enumerate(boxes):
         crop_input(bag.high, bag.low, b, out=crops[k])
+        masks[k] = mask_target(truth, b)
     feats = box_features(np.array(boxes, np.float32).reshape(-1, 4), np.zeros(len(boxes), np.float32))
-    return crops, feats, np.full(len(boxes), 0.0 if clean else 1.0, np.float32), places
+    return crops, feats, np.full(len(boxes), 0.0 if clean else 1.0, np.float32), places, masks
 
 
-def collect(bags: int, jitter: float, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
+def collect(bags: int, jitter: float, seed: int, workers: int = 2,
+            skip_places: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The crops of `bags` narcotics bags (seed) and as many clean ones (seed + 100), in bag order;
+    blocks in `skip_places` left out (the verifier's recipe leaves out false bottoms, see
+    verifier_train.TRUTH_SKIP)."""
     jobs = [(seed, i, False, jitter) for i in range(bags)] + [(seed + 100, i, True, jitter) for i in range(bags)]
     with get_context("fork").Pool(workers) as pool:
         parts = pool.map(bag_crops, jobs, chunksize=16)
     out = {"crops": np.concatenate([p[0] for p in parts]), "feats": np.concatenate([p[1] for p in parts]),
            "labels": np.concatenate([p[2] for p in parts]),
            "places": np.array([pl for p in parts for pl in p[3]], "U16"),
+           "masks": np.concatenate([p[4] for p in parts]),
            "test": np.concatenate([np.full(len(p[2]), j % bags % 4 == 0) for j, p in enumerate(parts)])}
     out["weights"] = np.ones(len(out["labels"]), np.float32)
-    return out
+    keep = ~np.isin(out["places"], list(skip_places))
+    return out if keep.all() else {k: v[keep] for k, v in out.items()}
 
 
 def evaluate(p: np.ndarray, labels: np.ndarray, places: np.ndarray, clean_bags: int) -> dict:
@@ -110,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     data = collect(a.bags, a.jitter, a.seed, a.workers)
     test = data.pop("test")
     places = data.pop("places")
+    data.pop("masks")  # the study's figures are the label's alone, as first measured (MODEL_CARD.md)
     collect_s = time.monotonic() - t0
     net, facts = train({k: v[~test] for k, v in data.items()}, a.epochs, a.seed, progress=not a.json)
     with torch.no_grad():

@@ -4,6 +4,9 @@
 the operating point chosen again for the pair:
 
     python -m models.xray.train --verifier-only [--verifier-bags 12000] [--verifier-epochs 14]
+                                [--verifier-truth-bags 0]
+
+(--verifier-truth-bags N adds the simulator's truth as training crops: see TRUTH_JITTER below.)
 
 The detector runs on a fresh simulator draw (its own seed: neither the detector's training draw,
 where the detector's scores are better than anywhere else, nor the calibration or held-out ones);
@@ -50,6 +53,17 @@ AMBIGUOUS_IOU = 0.1
 MASK_SIDE = CROP // 8  # the verifier's feature grid: three stride-2 stages
 # The mask loss's weight beside the label's. 1.0 is the one value measured (MODEL_CARD.md, "Verifier").
 MASK_WEIGHT = 1.0
+
+# The simulator's truth as more training crops (`build(truth_bags=...)`, models/xray/truth_study.py):
+# the blocks of that many narcotics bags and the look-alikes of as many clean ones, each box side
+# moved by N(0, TRUTH_JITTER) of its size (as loosely as the detector places boxes), with mask
+# targets. Blocks in false bottoms are left out: shown them and never an empty compartment, the
+# verifier scored what lies in empty compartments higher, and the payload rule lost what it had
+# found (MODEL_CARD.md, "Truth crops with masks"). The detector's score is no input then (zero in
+# the data and in the exported graph): the truth's crops have none.
+TRUTH_JITTER = 0.12
+TRUTH_SKIP = ("false_bottom",)
+TRUTH_SEED_OFFSET = 5000  # the truth crops' seed: the verifier's + this (3001 -> 8001, the study's)
 
 _detector = None
 
@@ -158,12 +172,13 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
     return net.eval(), facts
 
 
-def export(net: VerifierNet, path: Path, facts: dict) -> str:
+def export(net: VerifierNet, path: Path, facts: dict, ignore_score: bool = False) -> str:
     net = net.to(memory_format=torch.contiguous_format).eval()
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(_Probability(net), (torch.zeros(2, CHANNELS, CROP, CROP), torch.zeros(2, 3)), str(tmp),
+        torch.onnx.export(_Probability(net, ignore_score), (torch.zeros(2, CHANNELS, CROP, CROP), torch.zeros(2, 3)),
+                          str(tmp),
                           input_names=["crop", "box"], output_names=["p"], opset_version=17, dynamo=False,
                           dynamic_axes={"crop": {0: "n"}, "box": {0: "n"}, "p": {0: "n"}})
     return finish_onnx(tmp, path, {"verifies": VERIFIED, "producer": "models/xray/verifier_train.py",
@@ -171,12 +186,16 @@ def export(net: VerifierNet, path: Path, facts: dict) -> str:
 
 
 class _Probability(torch.nn.Module):
-    def __init__(self, net: VerifierNet):
+    """The exported graph. ignore_score: the box input's first column (the detector's score) is
+    multiplied by zero, as it was in training, so the runtime's layout stays [N, 3]."""
+
+    def __init__(self, net: VerifierNet, ignore_score: bool = False):
         super().__init__()
         self.net = net
+        self.register_buffer("keep", torch.tensor([0.0 if ignore_score else 1.0, 1.0, 1.0]))
 
     def forward(self, crop: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(crop, box))
+        return torch.sigmoid(self.net(crop, box * self.keep))
 
 
 def link(detector: Path, verifier: Path, sha256: str) -> None:
@@ -184,16 +203,33 @@ def link(detector: Path, verifier: Path, sha256: str) -> None:
     set_metadata(detector, {"verifier": json.dumps({"file": verifier.name, "sha256": sha256}, sort_keys=True)})
 
 
+def with_truth(data: dict[str, np.ndarray], truth_bags: int, seed: int, workers: int = 2) -> dict[str, np.ndarray]:
+    """The candidates followed by the truth's crops (TRUTH_JITTER, TRUTH_SKIP left out), the
+    detector's score zeroed in all of them."""
+    from models.xray.truth_study import collect as truth_crops
+
+    t = truth_crops(truth_bags, TRUTH_JITTER, seed + TRUTH_SEED_OFFSET, workers, skip_places=TRUTH_SKIP)
+    feats = data["feats"].copy()
+    feats[:, 0] = 0.0
+    data = {**data, "feats": feats}
+    return {k: np.concatenate([v, t[k]]) for k, v in data.items()}
+
+
 def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, threads: int = 2,
-          progress: bool = True) -> dict:
+          progress: bool = True, truth_bags: int = 0) -> dict:
     """Collect, train, export beside the detector and link; returns the facts for train_log.json."""
     t0 = time.monotonic()
     data = collect(detector, seed, bags, workers, progress)
+    if truth_bags:
+        data = with_truth(data, truth_bags, seed, workers)
     t_data = time.monotonic() - t0
     net, facts = train(data, epochs, seed, threads, progress=progress)
     path = detector.parent / FILE
-    sha = export(net, path, {**facts, "bags": bags})
+    # only with truth crops: the recipe without them writes the same file (and sha256) as before
+    truth = {"truth_bags": truth_bags, "truth_jitter": TRUTH_JITTER, "truth_skip": list(TRUTH_SKIP),
+             "score_input": False} if truth_bags else {}
+    sha = export(net, path, {**facts, "bags": bags, **truth}, ignore_score=bool(truth_bags))
     link(detector, path, sha)
     facts.update({"bags": bags, "data_seconds": round(t_data, 1), "sha256": sha, "file": FILE,
-                  "verifies": VERIFIED, "crop": CROP})
+                  "verifies": VERIFIED, "crop": CROP, **truth})
     return facts
