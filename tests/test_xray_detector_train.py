@@ -256,3 +256,11 @@ def test_a_verifier_trained_with_the_truth_crops_ignores_the_detectors_score(tmp
     p0 = sess.run(["p"], {"crop": crop, "box": box})[0]
     box[:, 0] = 0.9
     assert np.array_equal(sess.run(["p"], {"crop": crop, "box": box})[0], p0)
+    # without the option the exported graph is the one shipped before it: the box goes in as it is
+    import onnx
+
+    plain = tmp_path / "plain.onnx"
+    verifier_train.export(verifier_train.VerifierNet(), plain, {})
+    assert not [n for n in onnx.load(str(plain)).graph.node if "box" in n.input and n.op_type == "Mul"]
+    assert [n for n in onnx.load(str(tmp_path / verifier_train.FILE)).graph.node
+            if "box" in n.input and n.op_type == "Mul"]

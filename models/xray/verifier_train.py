@@ -192,10 +192,14 @@ class _Probability(torch.nn.Module):
     def __init__(self, net: VerifierNet, ignore_score: bool = False):
         super().__init__()
         self.net = net
-        self.register_buffer("keep", torch.tensor([0.0 if ignore_score else 1.0, 1.0, 1.0]))
+        # without ignore_score, no buffer and no Mul: the file is byte for byte the one written
+        # before the option (a buffer alone renumbers the graph's initializers)
+        self.ignore_score = ignore_score
+        if ignore_score:
+            self.register_buffer("keep", torch.tensor([0.0, 1.0, 1.0]))
 
     def forward(self, crop: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(crop, box * self.keep))
+        return torch.sigmoid(self.net(crop, box * self.keep if self.ignore_score else box))
 
 
 def link(detector: Path, verifier: Path, sha256: str) -> None:
