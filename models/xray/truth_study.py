@@ -43,9 +43,9 @@ def jittered(rng: np.random.Generator, box, s: float, shape: tuple[int, int]) ->
 
 def bag_crops(args: tuple[int, int, bool, float]) -> tuple[np.ndarray, ...]:
     """One bag's crops: its narcotics block, or its look-alikes if clean; with each crop's mask
-    target (verifier_train.mask_target: where in the crop the narcotics are; none in a clean bag)."""
+    target (masks.mask_target: where in the crop the narcotics are; none in a clean bag)."""
     from hw_sim.xray.scene import make_bag
-    from models.xray.verifier_train import MASK_SIDE, mask_target
+    from models.xray.masks import MASK_SIDE, mask_target
 
     seed, i, clean, s = args
     rng = np.random.default_rng([seed, i])

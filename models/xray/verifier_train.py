@@ -33,14 +33,14 @@ import warnings
 from multiprocessing import get_context
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from detectors.xray import CLASSES
 from detectors.xray.evaluate import PD_IOU, iou
-from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input, crop_window
+from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
+from models.xray.masks import MASK_SIDE, mask_target
 from models.xray.mix import VERIFIER_MIX, draw_kind
 from models.xray.net import VerifierNet
 from models.xray.train import finish_onnx, flip_maps, set_metadata, train_facts
@@ -50,7 +50,6 @@ FILE = "zastava-xray-verifier.onnx"
 # A candidate that overlaps a block without reaching PD_IOU is neither a clear hit nor a clear
 # miss (half a block, a box around the block and its host): left out of the loss.
 AMBIGUOUS_IOU = 0.1
-MASK_SIDE = CROP // 8  # the verifier's feature grid: three stride-2 stages
 # The mask loss's weight beside the label's. 1.0 is the one value measured (MODEL_CARD.md, "Verifier").
 MASK_WEIGHT = 1.0
 
@@ -66,14 +65,6 @@ TRUTH_SKIP = ("false_bottom",)
 TRUTH_SEED_OFFSET = 5000  # the truth crops' seed: the verifier's + this (3001 -> 8001, the study's)
 
 _detector = None
-
-
-def mask_target(truth: np.ndarray, box) -> np.ndarray:
-    """[MASK_SIDE, MASK_SIDE]: the share of each cell of `box`'s crop that `truth` (a float 0/1
-    image) covers. The crop's own window (crop_window), area-averaged as crop_input resizes it, so
-    cell (i, j) of the target lies under cell (i, j) of the verifier's features."""
-    X1, Y1, X2, Y2 = crop_window(box, truth.shape)
-    return cv2.resize(truth[Y1:Y2, X1:X2], (MASK_SIDE, MASK_SIDE), interpolation=cv2.INTER_AREA)
 
 
 def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, ...]:
