@@ -1,7 +1,7 @@
 """Train our X-ray detector from simulator bags and export it to ONNX.
 
     python -m models.xray.train [--bags 8000] [--epochs 13] [--batch 8] [--seed 1] [--threads 2] [--views 1] [--bf16]
-                                [--seg-weight 10] [--verifier-truth-bags 0]
+                                [--seg-weight 10] [--verifier-truth-bags 6000]
                                 [--out models/xray]
 
 Then the narcotics verifier is trained on the new detector's candidates (verifier_train.py) and
@@ -400,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="train the verifier for an existing OUT/zastava-xray.onnx, then calibrate the pair")
     ap.add_argument("--verifier-bags", type=int, default=12000)
     ap.add_argument("--verifier-epochs", type=int, default=14)
-    ap.add_argument("--verifier-truth-bags", type=int, default=0, help="also train the verifier on the "
+    ap.add_argument("--verifier-truth-bags", type=int, default=6000, help="also train the verifier on the "
                     "simulator's truth: the blocks of this many narcotics bags and the look-alikes of as many "
-                    "clean ones (verifier_train.with_truth; 6000 measured, not yet the recipe)")
+                    "clean ones (verifier_train.with_truth; 0: candidates only, the recipe before run 12)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"

@@ -4,7 +4,7 @@
 the operating point chosen again for the pair:
 
     python -m models.xray.train --verifier-only [--verifier-bags 12000] [--verifier-epochs 14]
-                                [--verifier-truth-bags 0]
+                                [--verifier-truth-bags 6000]
 
 (--verifier-truth-bags N adds the simulator's truth as training crops: see TRUTH_JITTER below.)
 
