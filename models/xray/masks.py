@@ -14,6 +14,15 @@ from detectors.xray.verifier import CROP, crop_window
 MASK_SIDE = CROP // 8  # the verifier's feature grid: three stride-2 stages
 
 
+def truth_image(objects, shape: tuple[int, int]) -> np.ndarray:
+    """A float 0/1 image of where `objects` (the simulator's, each with its exact mask) lie: what
+    mask_target averages over each crop's cells."""
+    truth = np.zeros(shape, np.float32)
+    for o in objects:
+        truth[o.mask] = 1.0
+    return truth
+
+
 def mask_target(truth: np.ndarray, box) -> np.ndarray:
     """[MASK_SIDE, MASK_SIDE]: the share of each cell of `box`'s crop that `truth` (a float 0/1
     image) covers. The crop's own window (crop_window), area-averaged as crop_input resizes it, so

@@ -45,19 +45,17 @@ def bag_crops(args: tuple[int, int, bool, float]) -> tuple[np.ndarray, ...]:
     """One bag's crops: its narcotics block, or its look-alikes if clean; with each crop's mask
     target (masks.mask_target: where in the crop the narcotics are; none in a clean bag)."""
     from hw_sim.xray.scene import make_bag
-    from models.xray.masks import MASK_SIDE, mask_target
+    from models.xray.masks import MASK_SIDE, mask_target, truth_image
 
     seed, i, clean, s = args
     rng = np.random.default_rng([seed, i])
     bag = make_bag(rng, None if clean else "narcotics")
-    truth = np.zeros(bag.high.shape, np.float32)
+    blocks = [o for o in bag.objects if o.cls == "narcotics"]  # none in a clean bag
+    truth = truth_image(blocks, bag.high.shape)
     if clean:
         found = [(b, "clean") for name, b in bag.items if name in LOOKALIKES]
     else:
-        blocks = [o for o in bag.objects if o.cls == "narcotics"]
         found = [(o.box, o.place) for o in blocks]
-        for o in blocks:
-            truth[o.mask] = 1.0
     jr = np.random.default_rng([seed, i, 99])
     boxes, places = [], []
     for b, place in found:

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from detectors.xray import CLASSES
 from detectors.xray.evaluate import PD_IOU, iou
 from detectors.xray.verifier import CHANNELS, CROP, box_features, crop_input
-from models.xray.masks import MASK_SIDE, mask_target
+from models.xray.masks import MASK_SIDE, mask_target, truth_image
 from models.xray.mix import VERIFIER_MIX, draw_kind
 from models.xray.net import VerifierNet
 from models.xray.train import finish_onnx, flip_maps, set_metadata, train_facts
@@ -82,9 +82,7 @@ def _bag_candidates(args: tuple[str, int, int]) -> tuple[np.ndarray, ...]:
     found = [f for f in _detector.detect(bag.high, bag.low) if f.cls == VERIFIED]
     blocks = [o for o in bag.objects if o.cls == VERIFIED]
     gt = np.array([o.box for o in blocks], np.float64).reshape(-1, 4)
-    truth = np.zeros(bag.high.shape, np.float32)
-    for o in blocks:
-        truth[o.mask] = 1.0
+    truth = truth_image(blocks, bag.high.shape)
     crops = np.zeros((len(found), CHANNELS, CROP, CROP), np.float16)
     masks = np.zeros((len(found), MASK_SIDE, MASK_SIDE), np.float16)
     boxes = np.array([f.box for f in found], np.float32).reshape(-1, 4)
