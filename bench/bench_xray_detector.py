@@ -8,6 +8,9 @@ shipped model, beside a bare onnxruntime `run` on the same preprocessed input in
                   verifier's session.run on the crops detect() would build for that bag (the
                   same candidates, prepared beforehand), same session options (1 intra-op
                   thread, sequential)
+  one thread      onnxruntime's sessions AND OpenCV (cv2.setNumThreads(1)): OpenCV otherwise
+                  spreads its resizes and blurs over every core, and the issue's figure is
+                  for one thread
   overhead        (detect p50 - bare p50) / bare p50: what our code adds around the networks
   also: the preprocessing alone, the pseudo-colour image (console), the physics baseline.
 
@@ -26,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -120,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no model at {a.model}: run `make models` first", file=sys.stderr)
         return 1
     n_bags, repeats = (12, 4) if a.quick else (40, 10)
+    cv2.setNumThreads(1)
     rng = np.random.default_rng(31337)
     kinds = ["narcotics", "weapon", "currency", "concealment", None, None]
     bags = [make_bag(rng, kinds[i % len(kinds)]) for i in range(n_bags)]
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
           "with the timers)")
     for k, v in stages.items():
         print(f"  {k:<30}{v:>8.3f}")
-    out = {"bench": "xray_detector", "quick": a.quick, "model": str(a.model), "threads": 1, "bags": n_bags,
+    out = {"bench": "xray_detector", "quick": a.quick, "model": str(a.model), "threads": 1, "opencv_threads": cv2.getNumThreads(), "bags": n_bags,
            "repeats": repeats, "rows": rows, "overhead_pct_p50": round(overhead, 2),
            "overhead_pct_mean": round(overhead_mean, 2),
            "stages_ms": stages,
