@@ -43,6 +43,20 @@ def test_bfloat16_training_is_deterministic_and_differs_from_float32():
     assert np.isfinite([h["heat_loss"] for h in facts["history"]]).all()
 
 
+def test_precision_auto_follows_the_cpu_flags(tmp_path):
+    """--precision auto (the recipe's default) trains in bfloat16 only where the CPU has it natively:
+    elsewhere oneDNN emulates it, slower than float32. Read from a cpuinfo file of each kind."""
+    def cpuinfo(flags: str):
+        f = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        f.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 {flags}\n\n")
+        return f
+    assert train.native_bf16(cpuinfo("avx512f avx512_bf16 avx512_vnni"))
+    assert train.native_bf16(cpuinfo("avx512f amx_tile amx_bf16"))
+    assert not train.native_bf16(cpuinfo("avx512f avx512_vnni"))  # AVX-512 without bfloat16
+    assert not train.native_bf16(cpuinfo("fma"))
+    assert not train.native_bf16(tmp_path / "missing")  # no /proc: assume not
+
+
 def test_targets_put_a_peak_at_each_object_centre():
     objs = [(0, [40.0, 20.0, 80.0, 60.0]), (1, [200.0, 100.0, 210.0, 180.0])]
     heat, ltrb, wgt = train.encode(objs, flip_x=False, flip_y=False)
