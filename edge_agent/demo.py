@@ -234,6 +234,11 @@ def run(args: argparse.Namespace) -> int:
     demo = Demo(args)
     demo.prepare()
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C stops the demo however it was started: a background job of a script (`make test &`,
+    # CI runners) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it,
+    # so the demo sat through the Ctrl-C its test sends. The agent, hub and simulator install
+    # their own SIGINT handlers likewise.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         info = demo.start()
         pw = info["passwords"]
