@@ -253,10 +253,13 @@ def test_sigkill_mid_run_then_restart_processes_every_pair_once(tmp_path):
     seen1 = read_lines(first, 6)
     first.send_signal(signal.SIGKILL)  # no clean-up of any kind
     first.wait(10)
-    assert len(seen1) == 6
+    # what the consumer printed before the kill and we had not read yet: it had those frames (the
+    # driver may have filed them as done), so they count as its own
+    seen1 += [json.loads(x) for x in first.stdout.read().splitlines() if x.strip()]
+    assert len(seen1) >= 6
     second = run_consumer(tmp_path, 0.0)
     try:
-        seen2 = read_lines(second, n - 6, timeout=40)
+        seen2 = read_lines(second, n - len(seen1), timeout=40)
         wait_for(lambda: len(list((tmp_path / "done").glob("*.png"))) == 2 * n, what="all files in done/")
         time.sleep(0.3)
     finally:
@@ -266,10 +269,11 @@ def test_sigkill_mid_run_then_restart_processes_every_pair_once(tmp_path):
     bags1 = [s["bag"] for s in seen1]
     bags2 = [s["bag"] for s in seen2]
     assert all(s["low"] for s in seen1 + seen2)  # every bag went out as a pair
-    assert set(bags1) | set(bags2) == {f"B{i:02d}" for i in range(n)}
+    told = f"first run {bags1}, second {bags2}"
+    assert set(bags1) | set(bags2) == {f"B{i:02d}" for i in range(n)}, told
     # at most the frame in the consumer's hands at the kill comes again (at-least-once, never lost)
     repeated = set(bags1) & set(bags2)
-    assert len(repeated) <= 1 and len(bags2) == len(set(bags2))
+    assert len(repeated) <= 1 and len(bags2) == len(set(bags2)), told
     assert not list(tmp_path.glob("*.png"))
 
 

@@ -231,8 +231,10 @@ def test_the_verifier_learns_from_the_detectors_candidates_and_is_linked_to_it(t
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert facts["candidates"] == len(one["labels"])
 
+    # a handful of truth bags: the recipe's 6000 took this test to 4-5 min (the truth crops have
+    # their own test below)
     assert train.main(["--verifier-only", "--out", str(tmp_path), "--verifier-bags", "4", "--verifier-epochs", "1",
-                       "--calibration-bags", "4", "--quiet"]) == 0
+                       "--verifier-truth-bags", "3", "--calibration-bags", "4", "--quiet"]) == 0
     det = load_detector(path, "zastava")
     vfile = tmp_path / verifier_train.FILE
     assert det.verifier is not None and det.verifier.cls == "narcotics"
