@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the detector's forward pass under bfloat16 autocast (twice as fast on CPUs with "
                     "AVX512-BF16, slower elsewhere) or float32; auto: bf16 where the CPU has it natively. Part "
                     "of the recipe: the two give other weights")
-    ap.add_argument("--bf16", action="store_true", help="the same as --precision bf16")
+    ap.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
     ap.add_argument("--seg-weight", type=float, default=10.0, help="weight of a training-only head that "
                     "learns which cells each class covers, from the simulator's masks (0: none)")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -424,10 +424,9 @@ def main(argv: list[str] | None = None) -> int:
                     "simulator's truth: the blocks of this many narcotics bags and the look-alikes of as many "
                     "clean ones (verifier_train.with_truth; 0: candidates only, the recipe before run 12)")
     a = ap.parse_args(argv)
-    bf16 = a.bf16 or a.precision == "bf16" or (a.precision == "auto" and native_bf16())
+    bf16 = a.precision == "bf16" or (a.precision == "auto" and native_bf16())
     if not (a.quiet or a.calibrate_only or a.verifier_only or a.from_checkpoint):
-        why = "asked" if a.precision != "auto" or a.bf16 else \
-            ("the CPU has it natively" if bf16 else "the CPU has no native bfloat16")
+        why = "asked" if a.precision != "auto" else "the CPU has it natively" if bf16 else "no native bfloat16"
         print(f"detector in {'bfloat16 autocast' if bf16 else 'float32'} ({why})", file=sys.stderr)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "zastava-xray.onnx"
