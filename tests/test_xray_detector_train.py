@@ -57,6 +57,20 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path):
     assert not train.native_bf16(tmp_path / "missing")  # no /proc: assume not
 
 
+@pytest.mark.parametrize("flags, bf16", [(["--precision", "fp32"], False), (["--precision", "bf16"], True),
+                                         (["--bf16"], True), ([], None)])
+def test_the_command_line_precision_reaches_the_training(tmp_path, flags, bf16):
+    """`make models` runs main(): what its flags ask for is what trains and what the log records
+    (no flag: auto, bfloat16 exactly where this CPU has it natively)."""
+    expected = train.native_bf16() if bf16 is None else bf16
+    assert train.main(["--bags", "4", "--epochs", "1", "--batch", "2", "--threads", "1", "--seed", "7",
+                       "--calibration-bags", "2", "--no-verifier", "--quiet", "--out", str(tmp_path), *flags]) == 0
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log["bf16"] is expected and log["seed"] == 7 and len(log["history"]) == 1
+    meta = load_detector(tmp_path / "zastava-xray.onnx", "zastava").session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["train"])["bf16"] is expected
+
+
 def test_targets_put_a_peak_at_each_object_centre():
     objs = [(0, [40.0, 20.0, 80.0, 60.0]), (1, [200.0, 100.0, 210.0, 180.0])]
     heat, ltrb, wgt = train.encode(objs, flip_x=False, flip_y=False)
