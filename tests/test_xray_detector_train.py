@@ -294,3 +294,35 @@ def test_a_verifier_trained_with_the_truth_crops_ignores_the_detectors_score(tmp
     assert not [n for n in onnx.load(str(plain)).graph.node if "box" in n.input and n.op_type == "Mul"]
     assert [n for n in onnx.load(str(tmp_path / verifier_train.FILE)).graph.node
             if "box" in n.input and n.op_type == "Mul"]
+
+
+def test_an_ensemble_of_verifiers_is_one_graph_that_averages_its_members(tmp_path):
+    """--verifier-members 2: two networks trained on the same crops with their own seeds, exported
+    as one file whose probability is the mean of theirs (each member is what train() gives for
+    its seed alone), so the runtime runs one session; one member writes the file of before."""
+    import onnxruntime as ort
+
+    from models.xray import verifier_train
+    from models.xray.net import XrayNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "zastava-xray.onnx"
+    train.export(XrayNet(len(CLASSES)), path, {"seed": 5})
+    facts = verifier_train.build(path, bags=2, epochs=1, seed=3001, workers=1, threads=1, progress=False,
+                                 members=2)
+    seeds = [m["seed"] for m in facts["members"]]
+    assert seeds == [3001, 3001 + verifier_train.MEMBER_SEED_STEP]
+    assert facts["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in facts["members"]), abs=0.2)
+    ens = ort.InferenceSession(str(tmp_path / verifier_train.FILE))
+    assert "members" in ens.get_modelmeta().custom_metadata_map["train"]
+    data = verifier_train.collect(path, seed=3001, bags=2, workers=1, progress=False)
+    crop, box = data["crops"][:6].astype(np.float32), data["feats"][:6]
+    singles = []
+    for s in seeds:
+        net, _ = verifier_train.train(data, epochs=1, seed=s, threads=1, progress=False)
+        one = tmp_path / f"member-{s}.onnx"
+        verifier_train.export(net, one, {})
+        singles.append(ort.InferenceSession(str(one)).run(["p"], {"crop": crop, "box": box})[0])
+    assert not np.allclose(singles[0], singles[1])  # the seeds made two different networks
+    np.testing.assert_allclose(ens.run(["p"], {"crop": crop, "box": box})[0], (singles[0] + singles[1]) / 2,
+                               rtol=1e-5, atol=1e-6)

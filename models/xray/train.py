@@ -420,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="train the verifier for an existing OUT/zastava-xray.onnx, then calibrate the pair")
     ap.add_argument("--verifier-bags", type=int, default=12000)
     ap.add_argument("--verifier-epochs", type=int, default=14)
+    ap.add_argument("--verifier-members", type=int, default=1, help="verifiers trained on the same crops with "
+                    "other seeds, averaged in the one exported graph (verifier_train.build)")
     ap.add_argument("--verifier-truth-bags", type=int, default=6000, help="also train the verifier on the "
                     "simulator's truth: the blocks of this many narcotics bags and the look-alikes of as many "
                     "clean ones (verifier_train.with_truth; 0: candidates only, the recipe before run 12)")
@@ -452,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
 
         facts["verifier"] = verifier_train.build(path, a.verifier_bags, a.verifier_epochs, facts["seed"] + 3000,
                                                  threads=a.threads, progress=not a.quiet,
-                                                 truth_bags=a.verifier_truth_bags)
+                                                 truth_bags=a.verifier_truth_bags, members=a.verifier_members)
     elif a.no_verifier and not a.calibrate_only:  # a fresh export names no verifier
         facts.pop("verifier", None)
     t0 = time.monotonic()

@@ -161,12 +161,15 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
     return net.eval(), facts
 
 
-def export(net: VerifierNet, path: Path, facts: dict, ignore_score: bool = False) -> str:
-    net = net.to(memory_format=torch.contiguous_format).eval()
+def export(net: VerifierNet | list[VerifierNet], path: Path, facts: dict, ignore_score: bool = False) -> str:
+    """One ONNX file whatever the number of networks: several (build's members) are averaged
+    inside the graph, so the runtime (detectors/xray/verifier.py) runs one session and knows
+    nothing of ensembles."""
+    nets = [n.to(memory_format=torch.contiguous_format).eval() for n in (net if isinstance(net, list) else [net])]
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(_Probability(net, ignore_score), (torch.zeros(2, CHANNELS, CROP, CROP), torch.zeros(2, 3)),
+        torch.onnx.export(_Probability(nets, ignore_score), (torch.zeros(2, CHANNELS, CROP, CROP), torch.zeros(2, 3)),
                           str(tmp),
                           input_names=["crop", "box"], output_names=["p"], opset_version=17, dynamo=False,
                           dynamic_axes={"crop": {0: "n"}, "box": {0: "n"}, "p": {0: "n"}})
@@ -175,20 +178,29 @@ def export(net: VerifierNet, path: Path, facts: dict, ignore_score: bool = False
 
 
 class _Probability(torch.nn.Module):
-    """The exported graph. ignore_score: the box input's first column (the detector's score) is
-    multiplied by zero, as it was in training, so the runtime's layout stays [N, 3]."""
+    """The exported graph: the mean of the networks' probabilities. ignore_score: the box input's
+    first column (the detector's score) is multiplied by zero, as it was in training, so the
+    runtime's layout stays [N, 3]."""
 
-    def __init__(self, net: VerifierNet, ignore_score: bool = False):
+    def __init__(self, nets: list[VerifierNet], ignore_score: bool = False):
         super().__init__()
-        self.net = net
-        # without ignore_score, no buffer and no Mul: the file is byte for byte the one written
-        # before the option (a buffer alone renumbers the graph's initializers)
+        # one network keeps its attribute name, no buffer and no Mul: the file is byte for byte
+        # the one written before ensembles and the option (a renamed module or a buffer alone
+        # renumbers the graph's initializers)
+        self.net = nets[0]
+        self.more = torch.nn.ModuleList(nets[1:]) if len(nets) > 1 else None
         self.ignore_score = ignore_score
         if ignore_score:
             self.register_buffer("keep", torch.tensor([0.0, 1.0, 1.0]))
 
     def forward(self, crop: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(crop, box * self.keep if self.ignore_score else box))
+        box = box * self.keep if self.ignore_score else box
+        p = torch.sigmoid(self.net(crop, box))
+        if self.more is None:
+            return p
+        for net in self.more:
+            p = p + torch.sigmoid(net(crop, box))
+        return p / (1 + len(self.more))
 
 
 def link(detector: Path, verifier: Path, sha256: str) -> None:
@@ -208,20 +220,38 @@ def with_truth(data: dict[str, np.ndarray], truth_bags: int, seed: int, workers:
     return {k: np.concatenate([v, t[k]]) for k, v in data.items()}
 
 
+# Member k of an ensemble trains with the verifier's seed + k * MEMBER_SEED_STEP (member 0 is the
+# single verifier of before): other initial weights, other batches and flips, the same crops.
+MEMBER_SEED_STEP = 301
+
+
 def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, threads: int = 2,
-          progress: bool = True, truth_bags: int = 0) -> dict:
-    """Collect, train, export beside the detector and link; returns the facts for train_log.json."""
+          progress: bool = True, truth_bags: int = 0, members: int = 1) -> dict:
+    """Collect, train `members` networks on the one data set, export them beside the detector as
+    one graph that averages them, and link; returns the facts for train_log.json."""
     t0 = time.monotonic()
     data = collect(detector, seed, bags, workers, progress)
     if truth_bags:
         data = with_truth(data, truth_bags, seed, workers)
     t_data = time.monotonic() - t0
-    net, facts = train(data, epochs, seed, threads, progress=progress)
+    nets, runs = [], []
+    for k in range(members):
+        net, f = train(data, epochs, seed + k * MEMBER_SEED_STEP, threads, progress=progress)
+        nets.append(net)
+        runs.append(f)
+    facts = dict(runs[0])
+    if members > 1:
+        facts["members"] = [{"seed": f["seed"], "train_seconds": f["train_seconds"], "history": f["history"]}
+                            for f in runs]
+        facts["train_seconds"] = round(sum(f["train_seconds"] for f in runs), 1)
     path = detector.parent / FILE
     # only with truth crops: the recipe without them writes the same file (and sha256) as before
     truth = {"truth_bags": truth_bags, "truth_jitter": TRUTH_JITTER, "truth_skip": list(TRUTH_SKIP),
              "score_input": False} if truth_bags else {}
-    sha = export(net, path, {**facts, "bags": bags, **truth}, ignore_score=bool(truth_bags))
+    meta = {**facts, "bags": bags, **truth}
+    if members > 1:  # the loss histories stay in train_log.json, as a single network's do
+        meta["members"] = [{k: v for k, v in m.items() if k != "history"} for m in facts["members"]]
+    sha = export(nets, path, meta, ignore_score=bool(truth_bags))
     link(detector, path, sha)
     facts.update({"bags": bags, "data_seconds": round(t_data, 1), "sha256": sha, "file": FILE,
                   "verifies": VERIFIED, "crop": CROP, **truth})
