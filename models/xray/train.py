@@ -231,6 +231,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
     history = []
     step = 0
     for ep in range(epochs):
+        t_ep = time.monotonic()
         net.train()
         perm = order_rng.permutation(bags)
         sums = np.zeros(2)
@@ -267,7 +268,8 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
                 print(f"  epoch {ep + 1}/{epochs} step {step}/{total} heat {lh.item():.3f} box {lb.item():.3f} "
                       f"{el / 60:.1f} min", file=sys.stderr)
         history.append({"epoch": ep + 1, "heat_loss": round(sums[0] / steps_per_epoch, 4),
-                        "box_loss": round(sums[1] / steps_per_epoch, 4)}
+                        "box_loss": round(sums[1] / steps_per_epoch, 4),
+                        "seconds": round(time.monotonic() - t_ep, 2)}
                        | ({"seg_loss": round(seg_sum / steps_per_epoch, 4)} if seg_weight else {}))
         if checkpoint is not None:
             torch.save({"epoch": ep + 1, "state_dict": net.state_dict(), "history": history}, checkpoint)
@@ -389,7 +391,8 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
     return thresholds, facts
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line, whose defaults are the recipe (bench/bench_xray_train.py reads them)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bags", type=int, default=8000)
     ap.add_argument("--epochs", type=int, default=13)
@@ -425,7 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verifier-truth-bags", type=int, default=6000, help="also train the verifier on the "
                     "simulator's truth: the blocks of this many narcotics bags and the look-alikes of as many "
                     "clean ones (verifier_train.with_truth; 0: candidates only, the recipe before run 12)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     bf16 = a.precision == "bf16" or (a.precision == "auto" and native_bf16())
     if not (a.quiet or a.calibrate_only or a.verifier_only or a.from_checkpoint):
         why = "asked" if a.precision != "auto" else "the CPU has it natively" if bf16 else "no native bfloat16"

@@ -129,6 +129,7 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
     history = []
     t0 = time.monotonic()
     for ep in range(epochs):
+        t_ep = time.monotonic()
         net.train()
         perm = rng.permutation(len(Y))
         total = total_mask = 0.0
@@ -150,7 +151,8 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
             loss.backward()
             opt.step()
             sched.step()
-        history.append({"epoch": ep + 1, "loss": round(total / steps, 4), "mask_loss": round(total_mask / steps, 4)})
+        history.append({"epoch": ep + 1, "loss": round(total / steps, 4), "mask_loss": round(total_mask / steps, 4),
+                        "seconds": round(time.monotonic() - t_ep, 2)})
         if progress:
             print(f"  verifier epoch {ep + 1}/{epochs} loss {total / steps:.4f} mask {total_mask / steps:.4f} {(time.monotonic() - t0) / 60:.1f} min",
                   file=sys.stderr)
