@@ -4,9 +4,12 @@
 the operating point chosen again for the pair:
 
     python -m models.xray.train --verifier-only [--verifier-bags 12000] [--verifier-epochs 14]
-                                [--verifier-truth-bags 6000]
+                                [--verifier-truth-bags 6000] [--verifier-members 1]
 
-(--verifier-truth-bags N adds the simulator's truth as training crops: see TRUTH_JITTER below.)
+(--verifier-truth-bags N adds the simulator's truth as training crops: see TRUTH_JITTER below.
+--verifier-members N averages N networks trained on the same crops, in one graph: 0.9 points
+more narcotics on the calibration draw for 2, at 11 more minutes, so not the recipe's default;
+MODEL_CARD.md, "More verifier on run 13's pair".)
 
 The detector runs on a fresh simulator draw (its own seed: neither the detector's training draw,
 where the detector's scores are better than anywhere else, nor the calibration or held-out ones);
