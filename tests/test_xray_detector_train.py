@@ -314,7 +314,9 @@ def test_an_ensemble_of_verifiers_is_one_graph_that_averages_its_members(tmp_pat
     assert seeds == [3001, 3001 + verifier_train.MEMBER_SEED_STEP]
     assert facts["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in facts["members"]), abs=0.2)
     ens = ort.InferenceSession(str(tmp_path / verifier_train.FILE))
-    assert "members" in ens.get_modelmeta().custom_metadata_map["train"]
+    meta = json.loads(ens.get_modelmeta().custom_metadata_map["train"])
+    assert [m["seed"] for m in meta["members"]] == seeds and "history" not in meta["members"][0]
+    assert all(m["history"] for m in facts["members"])  # the histories stay in train_log.json
     data = verifier_train.collect(path, seed=3001, bags=2, workers=1, progress=False)
     crop, box = data["crops"][:6].astype(np.float32), data["feats"][:6]
     singles = []

@@ -299,8 +299,12 @@ def export(net: XrayNet, path: Path, facts: dict, views: int = 1) -> str:
 
 
 def train_facts(facts: dict) -> str:
-    """The training facts as the ONNX metadata carries them (the loss history stays in train_log.json)."""
-    return json.dumps({k: v for k, v in facts.items() if k != "history"}, sort_keys=True)
+    """The training facts as the ONNX metadata carries them: the loss histories, the run's and an
+    ensemble's members' (verifier_train.build), stay in train_log.json."""
+    def brief(d: dict) -> dict:
+        return {k: [brief(m) for m in v] if k == "members" else v for k, v in d.items() if k != "history"}
+
+    return json.dumps(brief(facts), sort_keys=True)
 
 
 def finish_onnx(tmp: Path, path: Path, meta: dict[str, str]) -> str:

@@ -234,6 +234,8 @@ def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, t
           progress: bool = True, truth_bags: int = 0, members: int = 1) -> dict:
     """Collect, train `members` networks on the one data set, export them beside the detector as
     one graph that averages them, and link; returns the facts for train_log.json."""
+    if members < 1:
+        raise ValueError(f"a verifier needs at least one member network, got {members}")
     t0 = time.monotonic()
     data = collect(detector, seed, bags, workers, progress)
     if truth_bags:
@@ -253,10 +255,7 @@ def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, t
     # only with truth crops: the recipe without them writes the same file (and sha256) as before
     truth = {"truth_bags": truth_bags, "truth_jitter": TRUTH_JITTER, "truth_skip": list(TRUTH_SKIP),
              "score_input": False} if truth_bags else {}
-    meta = {**facts, "bags": bags, **truth}
-    if members > 1:  # the loss histories stay in train_log.json, as a single network's do
-        meta["members"] = [{k: v for k, v in m.items() if k != "history"} for m in facts["members"]]
-    sha = export(nets, path, meta, ignore_score=bool(truth_bags))
+    sha = export(nets, path, {**facts, "bags": bags, **truth}, ignore_score=bool(truth_bags))
     link(detector, path, sha)
     facts.update({"bags": bags, "data_seconds": round(t_data, 1), "sha256": sha, "file": FILE,
                   "verifies": VERIFIED, "crop": CROP, **truth})
