@@ -124,6 +124,57 @@ def test_the_segmentation_head_trains_deterministically_and_is_not_exported(tmp_
     assert [o.name for o in onnx.load(str(path)).graph.output] == ["heat", "ltrb"]
 
 
+def test_item_targets_are_each_kind_s_share_of_the_cells_its_items_cover():
+    """--items-weight's targets: after the class maps, one map per ITEM_KINDS, zero away from that
+    kind's boxes and 1 somewhere inside a large one; the bags and the class maps do not change."""
+    xs, targets, segs = train.draw_bags(6, seed=11, progress=False)
+    xs2, targets2, segs2 = train.draw_bags(6, seed=11, progress=False, items=True)
+    nc = len(CLASSES)
+    assert segs2.shape == (6, nc + len(train.ITEM_KINDS), *train.GRID_HW)
+    assert np.array_equal(xs, xs2) and targets == targets2 and np.array_equal(segs, segs2[:, :nc])
+    rng = np.random.default_rng(11)
+    seen = set()
+    for k in range(6):  # the same bags again, for their items (draw_bags' own draw order)
+        kind = train.draw_kind(rng, train.MIX)
+        place = None
+        if kind == "narcotics":
+            p = np.array(list(train.NARCOTICS_PLACES.values()))
+            place = list(train.NARCOTICS_PLACES)[int(rng.choice(len(p), p=p / p.sum()))]
+        bag = make_bag(rng, contraband=kind, place=place)
+        rng.random()  # the single-energy draw
+        assert len(bag.item_masks) == len(bag.items)
+        for j, name in enumerate(train.ITEM_KINDS):
+            inside = np.zeros(train.GRID_HW, bool)
+            big = False
+            for (n, (x1, y1, x2, y2)), m in zip(bag.items, bag.item_masks, strict=True):
+                assert m.shape == (y2 - y1, x2 - x1) and m.dtype == bool
+                if n == name:
+                    s = 2 * train.STRIDE  # the grid's cell is 8 image pixels
+                    inside[y1 // s:-(-y2 // s), x1 // s:-(-x2 // s)] = True
+                    big |= m.sum() > 40 * s * s
+            assert segs2[k, nc + j][~inside].max(initial=0) == 0
+            if big:
+                assert segs2[k, nc + j].max() == 1.0
+                seen.add(name)
+    assert "clothes" in seen
+
+
+def test_the_item_maps_train_deterministically_beside_the_class_maps_and_are_not_exported(tmp_path):
+    a, facts = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False, seg_weight=10.0, items_weight=3.0)
+    b, _ = train.train(bags=8, epochs=1, seed=3, batch=4, progress=False, seg_weight=10.0, items_weight=3.0)
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert wa["seg.weight"].shape[0] == len(CLASSES) + len(train.ITEM_KINDS)
+    h = facts["history"][0]
+    assert np.isfinite(h["seg_loss"]) and np.isfinite(h["items_loss"]) and facts["item_kinds"] == list(train.ITEM_KINDS)
+    import onnx
+
+    path = tmp_path / "zastava-xray.onnx"
+    train.export(a, path, facts)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["heat", "ltrb"]
+    assert load_detector(path, "zastava").class_names == list(CLASSES)
+
+
 @pytest.mark.parametrize("fx,fy", [(True, False), (False, True), (True, True)])
 def test_flipped_batch_targets_are_the_targets_of_the_flipped_boxes(fx, fy):
     """Training flips the encoded arrays instead of re-encoding: that must give what encoding

@@ -66,6 +66,9 @@ class Scene:
         # every ordinary item drawn, with its box: the truth about the clutter, for studies of
         # what a detector confuses with contraband (no effect on the pixels)
         self.items: list[tuple[str, tuple[int, int, int, int]]] = []
+        # and where each lies inside its box (bool, the box's shape): the exact masks, for training
+        # a network to tell the clutter's kinds apart (models/xray/train.py, --items-weight)
+        self.item_masks: list[np.ndarray] = []
         self._collect: list[Stamp] | None = None
         self.interior: np.ndarray | None = None  # full-frame coverage of the bag's inside
         self.drawing = "contraband"  # the class whose parts are being drawn (set by add_*)
@@ -121,6 +124,7 @@ class Scene:
         if mask.any():
             x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
             self.items.append((name, (x, y, x + w, y + h)))
+            self.item_masks.append(mask[y:y + h, x:x + w].copy())
 
     def _mask(self, stamps: list[Stamp | None]) -> np.ndarray:
         """Where the stamps cover at least half a pixel."""

@@ -43,6 +43,7 @@ class Bag:
     pixel_spacing_mm: tuple[float, float]
     contents: list[str] = field(default_factory=list)
     items: list[tuple[str, tuple[int, int, int, int]]] = field(default_factory=list)  # every item and its box
+    item_masks: list[np.ndarray] = field(default_factory=list)  # each item's mask inside its box (bool)
     layers: np.ndarray | None = None  # (n_materials, H, W) g/cm^2, all objects
     # the share of `layers` each contraband class added (a concealment's payload under its own class)
     contraband_layers: dict[str, np.ndarray] | None = None
@@ -108,7 +109,7 @@ def make_bag(
     high, low = render(layers, rng if noise else None, detector)
     return Bag(
         bag_id=bag_id, kind=kind, high=high, low=low, objects=sc.objects,
-        pixel_spacing_mm=sc.pixel_spacing_mm, contents=sc.contents, items=sc.items,
+        pixel_spacing_mm=sc.pixel_spacing_mm, contents=sc.contents, items=sc.items, item_masks=sc.item_masks,
         layers=layers if keep_layers else None,
         contraband_layers=sc.canvas.contraband if keep_layers else None,
     )

@@ -25,7 +25,8 @@ def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class XrayNet(nn.Module):
-    def __init__(self, num_classes: int = 4, width: tuple[int, int, int, int] = (16, 32, 64, 96)):
+    def __init__(self, num_classes: int = 4, width: tuple[int, int, int, int] = (16, 32, 64, 96),
+                 seg_extra: int = 0):
         super().__init__()
         c1, c2, c3, c4 = width
         self.s1 = conv(3, c1, 2)  # /2
@@ -41,8 +42,9 @@ class XrayNet(nn.Module):
         self.ltrb = nn.Sequential(conv(48, 48), nn.Conv2d(48, 4, 1))
         # CenterNet's prior: start with a low heat everywhere so the focal loss is stable
         nn.init.constant_(self.heat[-1].bias, -2.19)
-        # training-only: which cells each class's objects cover (forward_with_seg); not exported
-        self.seg = nn.Conv2d(48, num_classes, 1)
+        # training-only: which cells each class's objects cover (forward_with_seg), and with
+        # seg_extra > 0 which cells each of as many kinds of ordinary items covers; not exported
+        self.seg = nn.Conv2d(48, num_classes + seg_extra, 1)
         nn.init.constant_(self.seg.bias, -4.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,7 @@ class XrayNet(nn.Module):
         return self._heads(self.features(x))
 
     def forward_with_seg(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """forward's outputs and the segmentation logits [N, C, h, w] (training only)."""
+        """forward's outputs and the segmentation logits [N, C + seg_extra, h, w] (training only)."""
         p2 = self.features(x)
         return *self._heads(p2), self.seg(p2)
 

@@ -50,6 +50,10 @@ SINGLE_ENERGY_SHARE = 0.08  # some single-energy inputs so the model works on si
 # drawn more often (the held-out and calibration draws keep the simulator's own uniform choice).
 NARCOTICS_PLACES = {"lining": 1.5, "false_bottom": 1.2, "double_wall": 0.5, "electronics": 1.5, "shoe": 1.5,
                     "bottle": 0.5, "under_items": 1.5}
+# The ordinary items a narcotics finding on a clean bag most often sits on (MODEL_CARD.md, "Where it
+# fails": books, food, clothes, toiletries, bottles, shoes, laptops), in the order of the
+# segmentation head's extra maps when --items-weight is given.
+ITEM_KINDS = ("book", "food", "clothes", "toiletries", "bottle", "shoes", "laptop")
 
 
 def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -63,9 +67,12 @@ def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray, list[list[tuple[int, list[float]]]], np.ndarray]:
+def draw_bags(count: int, seed: int, progress: bool = True,
+              items: bool = False) -> tuple[np.ndarray, list[list[tuple[int, list[float]]]], np.ndarray]:
     """count bags from the simulator -> (inputs [N,3,H,W] float16, boxes per bag in input pixels,
-    the share of each grid cell that each class's objects cover [N,C,gh,gw] float16)."""
+    the share of each grid cell that each class's objects cover [N,C,gh,gw] float16). items: the
+    last array also holds, after the classes, the share each of ITEM_KINDS covers (from the
+    simulator's exact item masks); the bags and the rest are the same either way."""
     import cv2
 
     from hw_sim.xray.scene import make_bag
@@ -75,7 +82,7 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
     place_p = np.array(list(NARCOTICS_PLACES.values()))
     place_p = place_p / place_p.sum()
     xs = np.zeros((count, 3, *INPUT_HW), np.float16)
-    segs = np.zeros((count, len(CLASSES), *GRID_HW), np.float16)
+    segs = np.zeros((count, len(CLASSES) + (len(ITEM_KINDS) if items else 0), *GRID_HW), np.float16)
     targets = []
     t0 = time.monotonic()
     for i in range(count):
@@ -94,10 +101,28 @@ def draw_bags(count: int, seed: int, progress: bool = True) -> tuple[np.ndarray,
             objs.append((c, [x1 * sx, y1 * sy, x2 * sx, y2 * sy]))
             cover = cv2.resize(o.mask.astype(np.float32), GRID_HW[::-1], interpolation=cv2.INTER_AREA)
             segs[i, c] = np.maximum(segs[i, c], cover)
+        if items:
+            item_cover(bag, segs[i, len(CLASSES):])
         targets.append(objs)
         if progress and (i + 1) % 250 == 0:
             print(f"  bags {i + 1}/{count}  {(i + 1) / (time.monotonic() - t0):.1f}/s", file=sys.stderr)
     return xs, targets, segs
+
+
+def item_cover(bag, out: np.ndarray) -> None:
+    """Into out [len(ITEM_KINDS), gh, gw]: the share of each grid cell each kind of item covers."""
+    import cv2
+
+    full = np.zeros(bag.high.shape, np.float32)
+    for k, kind in enumerate(ITEM_KINDS):
+        mine = [(b, m) for (name, b), m in zip(bag.items, bag.item_masks, strict=True) if name == kind]
+        if not mine:
+            continue
+        full[:] = 0.0
+        for (x1, y1, x2, y2), m in mine:
+            region = full[y1:y2, x1:x2]
+            np.maximum(region, m, out=region)
+        out[k] = cv2.resize(full, GRID_HW[::-1], interpolation=cv2.INTER_AREA)
 
 
 def encode(objs: list[tuple[int, list[float]]], flip_x: bool, flip_y: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,7 +227,7 @@ def batch_targets(enc: Encoded, idx, flips_x, flips_y):
 
 def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
           progress: bool = True, threads: int = 1, checkpoint: Path | None = None,
-          bf16: bool = False, seg_weight: float = 0.0) -> tuple[XrayNet, dict]:
+          bf16: bool = False, seg_weight: float = 0.0, items_weight: float = 0.0) -> tuple[XrayNet, dict]:
     """Draw the bags and train; with `checkpoint`, the weights are saved there after every epoch
     so that an hour's run interrupted near its end still leaves a usable network.
 
@@ -213,16 +238,25 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
     seg_weight: weight of the training-only segmentation head's loss (XrayNet.forward_with_seg):
     each class's share of each grid cell, from the simulator's masks. 10 in the recipe (run 11):
     held-out narcotics 0.865 -> 0.889 with its verifier (MODEL_CARD.md, "Network").
-    0 trains without it, as run 6 was."""
+    0 trains without it, as run 6 was.
+
+    items_weight: the same head also learns which cells each of ITEM_KINDS covers (books, food,
+    clothes...), with this weight. Why: the narcotics findings on clean bags sit on those items,
+    and the class maps alone never say what a region is when it is not contraband; naming the
+    clutter gives the shared features a reason to tell a brick from a book (MODEL_CARD.md, run 16).
+    0 (the recipe): the head has the class maps only, and the weights are those of run 13."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     t0 = time.monotonic()
-    xs, targets, segs = draw_bags(bags, seed, progress)
+    xs, targets, segs = draw_bags(bags, seed, progress, items=items_weight > 0)
     enc = encode_all(targets)
     t_data = time.monotonic() - t0
     # channels-last: onednn's convolutions on the CPU are ~20 % faster with it (measured here)
-    net = XrayNet(len(CLASSES)).to(memory_format=torch.channels_last)
+    net = XrayNet(len(CLASSES), seg_extra=len(ITEM_KINDS) if items_weight else 0).to(
+        memory_format=torch.channels_last)
+    with_seg = bool(seg_weight or items_weight)
+    nc = len(CLASSES)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = bags // batch
     total = steps_per_epoch * epochs
@@ -235,7 +269,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
         net.train()
         perm = order_rng.permutation(bags)
         sums = np.zeros(2)
-        seg_sum = 0.0
+        seg_sum = items_sum = 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * batch:(b + 1) * batch]
             fx = order_rng.random(len(idx)) < 0.5
@@ -244,7 +278,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
                 memory_format=torch.channels_last)
             heat_t, ltrb_t, w_t = batch_targets(enc, idx, fx, fy)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                if seg_weight:
+                if with_seg:
                     logits, ltrb, seg = net.forward_with_seg(x)
                 else:
                     logits, ltrb = net(x)
@@ -252,11 +286,16 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
             lh = focal_loss(logits, heat_t)
             lb = giou_loss(ltrb, ltrb_t, w_t)
             loss = lh + 2.0 * lb
+            if with_seg:
+                seg, seg_t = seg.float(), torch.from_numpy(flip_maps(segs[idx].astype(np.float32), fx, fy))
             if seg_weight:
-                seg_t = flip_maps(segs[idx].astype(np.float32), fx, fy)
-                ls = F.binary_cross_entropy_with_logits(seg.float(), torch.from_numpy(seg_t))
+                ls = F.binary_cross_entropy_with_logits(seg[:, :nc], seg_t[:, :nc])
                 loss = loss + seg_weight * ls
                 seg_sum += ls.item()
+            if items_weight:
+                li = F.binary_cross_entropy_with_logits(seg[:, nc:], seg_t[:, nc:])
+                loss = loss + items_weight * li
+                items_sum += li.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -270,7 +309,8 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
         history.append({"epoch": ep + 1, "heat_loss": round(sums[0] / steps_per_epoch, 4),
                         "box_loss": round(sums[1] / steps_per_epoch, 4),
                         "seconds": round(time.monotonic() - t_ep, 2)}
-                       | ({"seg_loss": round(seg_sum / steps_per_epoch, 4)} if seg_weight else {}))
+                       | ({"seg_loss": round(seg_sum / steps_per_epoch, 4)} if seg_weight else {})
+                       | ({"items_loss": round(items_sum / steps_per_epoch, 4)} if items_weight else {}))
         if checkpoint is not None:
             torch.save({"epoch": ep + 1, "state_dict": net.state_dict(), "history": history}, checkpoint)
     facts = {"seed": seed, "bags": bags, "epochs": epochs, "batch": batch, "lr": lr, "mix": {str(k): v for k, v in MIX.items()},
@@ -278,7 +318,7 @@ def train(bags: int, epochs: int, seed: int, batch: int = 16, lr: float = 2e-3,
              "single_energy_share": SINGLE_ENERGY_SHARE, "input_hw": list(INPUT_HW), "stride": STRIDE,
              "data_seconds": round(t_data, 1), "train_seconds": round(time.monotonic() - t0 - t_data, 1),
              "torch": torch.__version__, "threads": threads, "bf16": bf16, "seg_weight": seg_weight,
-             "history": history}
+             "history": history} | ({"items_weight": items_weight, "item_kinds": list(ITEM_KINDS)} if items_weight else {})
     return net, facts
 
 
@@ -412,6 +452,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
     ap.add_argument("--seg-weight", type=float, default=10.0, help="weight of a training-only head that "
                     "learns which cells each class covers, from the simulator's masks (0: none)")
+    ap.add_argument("--items-weight", type=float, default=0.0, help="weight of the same head's maps of "
+                    "where each kind of ordinary item lies (ITEM_KINDS; 0: none, the recipe)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--checkpoint", type=Path, help="save the weights here after every epoch")
@@ -451,13 +493,14 @@ def main(argv: list[str] | None = None) -> int:
         facts = json.loads(log_path.read_text()) if log_path.exists() else {"seed": a.seed}
         facts = {k: v for k, v in facts.items() if k not in ("calibration", "sha256")}
         facts.setdefault("history", saved["history"])
-        net = XrayNet(len(CLASSES))
+        net = XrayNet(len(CLASSES), seg_extra=len(ITEM_KINDS) if facts.get("items_weight") else 0)
         net.load_state_dict(saved["state_dict"])
         facts["views"] = a.views
         export(net, path, facts, a.views)
     else:
         net, facts = train(a.bags, a.epochs, a.seed, batch=a.batch, lr=a.lr, progress=not a.quiet,
-                           threads=a.threads, checkpoint=a.checkpoint, bf16=bf16, seg_weight=a.seg_weight)
+                           threads=a.threads, checkpoint=a.checkpoint, bf16=bf16, seg_weight=a.seg_weight,
+                           items_weight=a.items_weight)
         facts["views"] = a.views
         export(net, path, facts, a.views)
     if a.verifier_only or not (a.calibrate_only or a.no_verifier):
