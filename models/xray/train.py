@@ -471,6 +471,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--verifier-epochs", type=int, default=14)
     ap.add_argument("--verifier-members", type=int, default=1, help="verifiers trained on the same crops with "
                     "other seeds, averaged in the one exported graph (verifier_train.build)")
+    ap.add_argument("--verifier-focal", type=float, default=0.0, help="the verifier's label loss as a focal "
+                    "loss with this gamma (verifier_train.train; 0: the plain loss, the recipe)")
     ap.add_argument("--verifier-truth-bags", type=int, default=6000, help="also train the verifier on the "
                     "simulator's truth: the blocks of this many narcotics bags and the look-alikes of as many "
                     "clean ones (verifier_train.with_truth; 0: candidates only, the recipe before run 12)")
@@ -508,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
 
         facts["verifier"] = verifier_train.build(path, a.verifier_bags, a.verifier_epochs, facts["seed"] + 3000,
                                                  threads=a.threads, progress=not a.quiet,
-                                                 truth_bags=a.verifier_truth_bags, members=a.verifier_members)
+                                                 truth_bags=a.verifier_truth_bags, members=a.verifier_members,
+                                                 focal_gamma=a.verifier_focal)
     elif a.no_verifier and not a.calibrate_only:  # a fresh export names no verifier
         facts.pop("verifier", None)
     t0 = time.monotonic()

@@ -114,9 +114,14 @@ def collect(detector: Path, seed: int, bags: int, workers: int = 2, progress: bo
 
 
 def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2, batch: int = 64,
-          lr: float = 2e-3, progress: bool = True) -> tuple[VerifierNet, dict]:
+          lr: float = 2e-3, progress: bool = True, focal_gamma: float = 0.0) -> tuple[VerifierNet, dict]:
     """The label's loss on every crop (ambiguous ones weighted 0), plus MASK_WEIGHT times the mask
-    head's on every crop when `data` has "masks" (truth_study's crops have none)."""
+    head's on every crop when `data` has "masks" (truth_study's crops have none).
+
+    focal_gamma > 0: the label's loss of each crop times (1 - p_t)^gamma, p_t the probability the
+    network gives its true label (the focal loss of RetinaNet). Why try it: the operating point is
+    set by the few clean-bag candidates the verifier scores highest, and the plain loss spends most
+    of its weight on the many easy ones. 0, the recipe, is the plain loss."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
@@ -142,8 +147,12 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
             xt = torch.from_numpy(flip_maps(X[idx].astype(np.float32), fx, fy)).contiguous(
                 memory_format=torch.channels_last)
             logit, mask_logit = net.forward_with_mask(xt, torch.from_numpy(A[idx]))
-            loss = (F.binary_cross_entropy_with_logits(logit, torch.from_numpy(Y[idx]), reduction="none")
-                    * torch.from_numpy(W[idx])).mean()
+            y = torch.from_numpy(Y[idx])
+            per_crop = F.binary_cross_entropy_with_logits(logit, y, reduction="none")
+            if focal_gamma:
+                p = torch.sigmoid(logit)
+                per_crop = per_crop * (1.0 - torch.where(y > 0.5, p, 1.0 - p)).pow(focal_gamma)
+            loss = (per_crop * torch.from_numpy(W[idx])).mean()
             total += loss.item()
             if masks is not None:
                 m = flip_maps(masks[idx].astype(np.float32), fx, fy)
@@ -160,6 +169,7 @@ def train(data: dict[str, np.ndarray], epochs: int, seed: int, threads: int = 2,
             print(f"  verifier epoch {ep + 1}/{epochs} loss {total / steps:.4f} mask {total_mask / steps:.4f} {(time.monotonic() - t0) / 60:.1f} min",
                   file=sys.stderr)
     facts = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "threads": threads, "candidates": int(len(Y)),
+             **({"focal_gamma": focal_gamma} if focal_gamma else {}),
              "mask_weight": MASK_WEIGHT if masks is not None else 0.0,
              "positives": int(Y.sum()), "ambiguous": int((W == 0).sum()), "history": history,
              "train_seconds": round(time.monotonic() - t0, 1), "torch": torch.__version__}
@@ -231,7 +241,7 @@ MEMBER_SEED_STEP = 301
 
 
 def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, threads: int = 2,
-          progress: bool = True, truth_bags: int = 0, members: int = 1) -> dict:
+          progress: bool = True, truth_bags: int = 0, members: int = 1, focal_gamma: float = 0.0) -> dict:
     """Collect, train `members` networks on the one data set, export them beside the detector as
     one graph that averages them, and link; returns the facts for train_log.json."""
     if members < 1:
@@ -243,7 +253,7 @@ def build(detector: Path, bags: int, epochs: int, seed: int, workers: int = 2, t
     t_data = time.monotonic() - t0
     nets, runs = [], []
     for k in range(members):
-        net, f = train(data, epochs, seed + k * MEMBER_SEED_STEP, threads, progress=progress)
+        net, f = train(data, epochs, seed + k * MEMBER_SEED_STEP, threads, progress=progress, focal_gamma=focal_gamma)
         nets.append(net)
         runs.append(f)
     facts = dict(runs[0])
