@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from common.configfile import ExistingFile, Strict, WritableDir, existing_file, load_model
 
@@ -124,6 +132,15 @@ class XrayDetectorConfig(Strict):
     def _model(cls, v, info: ValidationInfo):
         return v if v == "physics" else existing_file(v, info)
 
+    def load(self):
+        """The detector this section describes, as the agent runs it (and as `zastava eval xray
+        --config` and `zastava calibrate xray --config` measure it)."""
+        from detectors.xray.detector import load_detector
+
+        return load_detector(self.model, self.layout, class_names=self.class_names, thresholds=self.thresholds,
+                             default_threshold=self.default_threshold, threads=self.threads,
+                             payload_thresholds=self.payload_thresholds)
+
 
 class RadioConfig(Strict):
     frequency_plan: ExistingFile | None = None
@@ -159,3 +176,15 @@ class AgentConfig(Strict):
 
 def load(path: str | Path) -> AgentConfig:
     return load_model(AgentConfig, path)
+
+
+class _XrayDetectorOnly(BaseModel):
+    """A config file read for its [xray_detector] table alone: the agent's own file, or a file
+    holding only that table (the other tables are the agent's business, not the measurement's)."""
+
+    model_config = ConfigDict(extra="ignore")
+    xray_detector: XrayDetectorConfig
+
+
+def load_xray_detector(path: str | Path) -> XrayDetectorConfig:
+    return load_model(_XrayDetectorOnly, path).xray_detector

@@ -48,13 +48,9 @@ class Agent:
     def start(self) -> None:
         cfg = self.cfg
         if cfg.lanes:
-            from detectors.xray.detector import load_detector
             from edge_agent.xray_lane import XrayLane
 
-            d = cfg.xray_detector
-            detector = load_detector(d.model, d.layout, class_names=d.class_names, thresholds=d.thresholds,
-                                     default_threshold=d.default_threshold, threads=d.threads,
-                                     payload_thresholds=d.payload_thresholds)
+            detector = cfg.xray_detector.load()
             for lane in cfg.lanes:
                 xl = XrayLane(cfg, lane, detector, self.state, self.store_path, self.files_root, self.fusion,
                               self.stop)

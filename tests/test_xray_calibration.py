@@ -1,11 +1,15 @@
-"""Choosing the operating point (models/xray/calibration.py): the class thresholds share the
+"""Choosing the operating point (detectors/xray/calibration.py): the class thresholds share the
 false-alarm budget, the payload thresholds buy detections inside hiding places. Plain numpy: these
 run without torch."""
 
 from __future__ import annotations
 
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detectors.xray import calibration
 from detectors.xray.detector import XrayFinding
-from models.xray import calibration
 
 
 def test_thresholds_spend_the_false_alarm_budget_where_it_buys_detections():
@@ -75,3 +79,50 @@ def test_payload_thresholds_buy_detections_inside_hiding_places_and_refuse_wrong
         truths.append([("concealment", fb)])
     pay, _ = calibration.choose_payload_thresholds(per_bag, truths, thr, budget=0.03)
     assert "narcotics" not in pay  # 8 right of 20 admitted at any threshold <= 0.35
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(2, 4), st.integers(20, 200), st.floats(0.0, 0.2), st.integers(0, 2**31 - 1))
+def test_the_search_for_many_classes_finds_the_same_optimum_as_trying_every_combination(n, clean, budget, seed):
+    """Users' own models may have many classes, where 35^n combinations cannot all be tried: the
+    knapsack over the false-alarm count must reach the same weighted detection rate within the
+    same budget (and floors) as the exhaustive search where both can run."""
+    rng = np.random.default_rng(seed)
+    names = [f"c{k}" for k in range(n)]
+    fa = {c: list(rng.random(int(rng.integers(0, 3 * clean // 10 + 1))) ** 2) for c in names}
+    pd = {c: list(rng.random(int(rng.integers(0, 40)))) for c in names}
+    weights = {c: float(rng.choice([0.5, 1.0, 2.0])) for c in names}
+    floors = {names[0]: 0.5} if rng.random() < 0.5 else {}
+
+    def objective(thr, facts):
+        return sum(weights[c] * facts["pd"][c] for c in names) - 1e-3 * facts["fa_total"]
+
+    exact = calibration.choose_thresholds(fa, pd, clean, budget, weights, floors)
+    old = calibration.EXHAUSTIVE_MAX_CLASSES
+    calibration.EXHAUSTIVE_MAX_CLASSES = 0
+    try:
+        knap = calibration.choose_thresholds(fa, pd, clean, budget, weights, floors)
+    finally:
+        calibration.EXHAUSTIVE_MAX_CLASSES = old
+    assert knap[1]["floors_held"] == exact[1]["floors_held"]
+    assert knap[1]["fa_total"] <= budget + 1e-9 or exact[1]["fa_total"] > budget
+    assert abs(objective(*knap) - objective(*exact)) < 2e-4  # the facts are rounded to 4 places
+
+
+def test_a_model_with_many_classes_and_no_container_class_is_calibrated():
+    """Eight classes (a user's YOLO export): each gets a threshold, the budget holds, and there is
+    no payload threshold without a false-bottom class to hold a payload."""
+    names = [f"thing{k}" for k in range(8)]
+    fa = {c: [0.2 + 0.05 * k] * 3 for k, c in enumerate(names)}
+    pd = {c: [0.3] * 10 + [0.9] * 10 for c in names}
+    thr, facts = calibration.choose_thresholds(fa, pd, clean=200, budget=0.05)
+    assert set(thr) == set(names) and facts["fa_total"] <= 0.05
+    # 10 false alarms allowed: the two classes whose alarms score under 0.3 find everything for
+    # free, three more can pay their 3 alarms each for it, the rest keep their 0.9 detections only
+    assert sorted(facts["pd"].values()) == [0.5] * 3 + [1.0] * 5
+    assert facts["pd"]["thing0"] == facts["pd"]["thing1"] == 1.0
+    assert sum(facts["fa_per_clean_bag"].values()) == facts["fa_total"]
+    per_bag = [[XrayFinding(names[0], 0.9, (0, 0, 10, 10))]] + [[] for _ in range(5)]
+    truths = [[(names[0], (0, 0, 10, 10))]] + [[] for _ in range(5)]
+    pay, pfacts = calibration.choose_payload_thresholds(per_bag, truths, thr, 0.05)
+    assert pay == {} and pfacts["by_class"] == {}

@@ -147,6 +147,20 @@ class Postprocess:
         """Which of these findings stand at this operating point (payload_keep)."""
         return payload_keep(boxes, scores, classes, self._thr, self._payload, self._container)
 
+    def operating_point(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Every class's threshold, and the payload thresholds that lower one (inside a container
+        finding), as this post-processing applies them."""
+        thr = {c: float(self.thresholds.get(c, self.default_threshold)) for c in self.class_names}
+        if self._container is None:
+            return thr, {}
+        return thr, {c: float(t) for c, t in self.payload_thresholds.items() if t < thr[c]}
+
+    def candidates_only(self) -> Postprocess:
+        """The same post-processing keeping every candidate from MIN_CANDIDATE_SCORE: evaluation and
+        calibration take all of them once and apply operating points afterwards (payload_keep)."""
+        return Postprocess(self.class_names, {c: MIN_CANDIDATE_SCORE for c in self.class_names},
+                           MIN_CANDIDATE_SCORE, self.nms_iou)
+
     def select(self, c: Candidates, width: int, height: int, rescore: Rescore | None = None) -> Candidates:
         """rescore = (class index, function): that class's candidates enter NMS from the
         verifier's MIN_VERIFIED_SCORE whatever the class's threshold, and after NMS the function

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from detectors.xray import CLASSES
-from detectors.xray.detector import MIN_CANDIDATE_SCORE, Postprocess, XrayFinding, load_detector
+from detectors.xray.detector import Postprocess, XrayFinding, load_detector
 from detectors.xray.preprocess import pseudocolor
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "xray" / "zastava-xray.onnx"
@@ -119,27 +119,32 @@ def best_overlap_score(findings: list[XrayFinding], cls: str, boxes) -> float:
 
 
 def standing(findings: list[XrayFinding], thresholds: dict[str, float],
-             payload: dict[str, float] | None = None) -> list[XrayFinding]:
+             payload: dict[str, float] | None = None, class_names: list[str] | None = None) -> list[XrayFinding]:
     """The findings that stand at an operating point: the runtime's own rule (Postprocess.standing)
-    on findings taken at the lowest candidate score."""
+    on findings taken at the lowest candidate score. `class_names`: the model's (default ours);
+    `thresholds` names each of them."""
     if not findings:
         return []
-    post = Postprocess(list(CLASSES), thresholds, payload_thresholds=dict(payload or {}))
+    names = list(class_names or CLASSES)
+    post = Postprocess(names, thresholds, payload_thresholds=dict(payload or {}))
     keep = post.standing(np.array([f.box for f in findings], np.float32), np.array([f.score for f in findings], np.float32),
-                         np.array([CLASSES.index(f.cls) for f in findings]))
+                         np.array([names.index(f.cls) for f in findings]))
     return [f for f, k in zip(findings, keep, strict=True) if k]
 
 
 def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
                    thresholds: dict[str, float], places: list[list[str]] | None = None,
-                   payload: dict[str, float] | None = None) -> tuple[dict, dict]:
+                   payload: dict[str, float] | None = None,
+                   class_names: list[str] | None = None) -> tuple[dict, dict]:
     """Figures in the published layout, and the PR curves per class for the plots. pd and false
     alarms count the findings that stand at the operating point (`standing`); AP ranks every
-    finding by its score."""
+    finding by its score. `class_names`: the detector's (default ours); a class the labels never
+    name has pd and AP None, and its findings on clean bags still count as false alarms."""
+    names = list(class_names or CLASSES)
     classes, curves = {}, {}
     clean = [i for i, t in enumerate(truths) if not t]
-    stand = [standing(f, thresholds, payload) for f in per_bag]
-    for c in CLASSES:
+    stand = [standing(f, thresholds, payload, names) for f in per_bag]
+    for c in names:
         scored: list[tuple[float, bool]] = []
         n_true, bags_with, bags_hit, n_stand, n_right = 0, 0, 0, 0, 0
         for finds, kept, truth in zip(per_bag, stand, truths, strict=True):
@@ -208,14 +213,15 @@ def plot_pr(curves: dict[str, dict], path: Path, result: dict | None = None) -> 
     plotting library is a runtime dependency)."""
     W, H, M = 300, 300, 40
     panels = []
-    for c in CLASSES:
+    names = list(dict.fromkeys(c for who in curves.values() for c in who))
+    for c in names:
         img = np.full((H + 2 * M, W + 2 * M, 3), 255, np.uint8)
         cv2.rectangle(img, (M, M), (M + W, M + H), (0, 0, 0), 1)
         for k in range(1, 10):
             cv2.line(img, (M + k * W // 10, M), (M + k * W // 10, M + H), (230, 230, 230), 1)
             cv2.line(img, (M, M + k * H // 10), (M + W, M + k * H // 10), (230, 230, 230), 1)
         for name, colour in (("model", (0, 0, 220)), ("baseline", (220, 90, 0))):
-            if name not in curves:
+            if c not in curves.get(name, {}):
                 continue
             rec, prec = curves[name][c]
             if len(rec) > 1:
@@ -250,15 +256,28 @@ def draw_examples(samples: list[Sample], finds: list[list[XrayFinding]], path: P
     cv2.imwrite(str(path), np.vstack(rows))
 
 
-def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None, progress: bool = True) -> dict:
-    """Both detectors over the dataset; writes pr_curves.png, examples_*.png and details.json."""
+def take_candidates(detector) -> tuple[dict[str, float], dict[str, float]]:
+    """Set a loaded detector to keep every candidate, and return the operating point it was loaded
+    with (its model's thresholds and the configuration's over them, as the agent runs it): findings
+    are taken once, and any operating point is applied to them afterwards (`standing`)."""
+    op, payload = detector.post.operating_point()
+    detector.post = detector.post.candidates_only()
+    return op, payload
+
+
+def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None, progress: bool = True,
+             detector=None) -> dict:
+    """Both detectors over the dataset; writes pr_curves.png, examples_*.png and details.json.
+
+    `detector`: a loaded detector to measure at the operating point it was loaded with (`zastava
+    eval xray --config`: a user's YOLO export, our model under a site's thresholds); otherwise our
+    model file `model` (default the shipped one) at the operating point in its metadata."""
     data = Path(data)
     if model is not None and not Path(model).is_file():
         raise FileNotFoundError(f"model file not found: {model}")
     model = Path(model) if model else DEFAULT_MODEL
     out_dir = Path(out_dir) if out_dir else data / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw = {c: MIN_CANDIDATE_SCORE for c in CLASSES}
     result: dict = {}
     curves: dict = {}
     details: dict = {"pd_iou": PD_IOU, "ap_iou": AP_IOU}
@@ -266,34 +285,34 @@ def evaluate(data: Path, model: Path | None = None, out_dir: Path | None = None,
     truths = [s.truth for s in samples]
     places = [s.places for s in samples] if all(s.places is not None for s in samples) else None
     runs = {}
-    if model.is_file():
-        det = load_detector(model, "zastava", thresholds=raw, threads=1)
-        # the operating point the model carries (the raw thresholds only override what it runs at)
-        op = {c: det.model_thresholds.get(c, 0.5) for c in CLASSES}
-        payload = dict(det.model_payload_thresholds)
-        per_bag, _, _, spent = run_all(det, samples, progress)
-        result["model"], curves["model"] = score_detector(per_bag, truths, op, places, payload)
-        details["model"] = {"path": str(model), "thresholds": op, "payload_thresholds": payload,
-                            "ms_per_bag": round(1000 * spent / len(samples), 2)}
-        runs["model"] = (per_bag, op, payload)
+    if detector is None and model.is_file():
+        detector = load_detector(model, "zastava", threads=1)
+    if detector is not None:
+        op, payload = take_candidates(detector)
+        names = list(detector.class_names)
+        per_bag, _, _, spent = run_all(detector, samples, progress)
+        result["model"], curves["model"] = score_detector(per_bag, truths, op, places, payload, names)
+        details["model"] = {"path": str(getattr(detector, "path", "physics")), "thresholds": op,
+                            "payload_thresholds": payload, "ms_per_bag": round(1000 * spent / len(samples), 2)}
+        runs["model"] = (per_bag, op, payload, names)
     else:
         print(f"no model at {model}: measuring the baseline only", file=sys.stderr)
-    base = load_detector("physics", thresholds=raw)
+    base = load_detector("physics", default_threshold=BASELINE_THRESHOLD)
+    bop, _ = take_candidates(base)
     per_bag, _, _, spent = run_all(base, samples, progress)
-    bop = {c: BASELINE_THRESHOLD for c in CLASSES}
     result["baseline"], curves["baseline"] = score_detector(per_bag, truths, bop, places)
     details["baseline"] = {"thresholds": bop, "ms_per_bag": round(1000 * spent / len(samples), 2)}
-    runs["baseline"] = (per_bag, bop, None)
+    runs["baseline"] = (per_bag, bop, None, list(CLASSES))
     result["bags"] = len(samples)
     result["clean_bags"] = sum(1 for t in truths if not t)
     plot_pr(curves, out_dir / "pr_curves.png", result)
     # examples: the first two bags of each class and two clean ones
     pick: list[int] = []
-    for c in (*CLASSES, None):
+    for c in (*dict.fromkeys(k for t in truths for k, _ in t), None):
         idx = [i for i, t in enumerate(truths) if (c is None and not t) or (c and any(k == c for k, _ in t))]
-        pick += idx[:2]
-    for name, (per, thr, pay) in runs.items():
-        draw_examples([samples[i] for i in pick], [standing(per[i], thr, pay) for i in pick],
+        pick += [i for i in idx[:2] if i not in pick]
+    for name, (per, thr, pay, names) in runs.items():
+        draw_examples([samples[i] for i in pick], [standing(per[i], thr, pay, names) for i in pick],
                       out_dir / f"examples_{name}.png")
     (out_dir / "details.json").write_text(json.dumps({**details, **result}, indent=1, sort_keys=True) + "\n")
     return result
@@ -308,18 +327,19 @@ def format_table(result: dict) -> str:
     def fmt(v):
         return "       -" if v is None else f"{v:8.3f}"
 
-    for c in CLASSES:
+    names = list(dict.fromkeys(c for w in who for c in result[w]["classes"]))
+    for c in names:
         row = f"{c:<12}"
         for w in who:
-            r = result[w]["classes"][c]
-            row += f"{fmt(r['pd']):>14}{fmt(r['ap50']):>16}"
+            r = result[w]["classes"].get(c, {})
+            row += f"{fmt(r.get('pd')):>14}{fmt(r.get('ap50')):>16}"
         lines.append(row)
     lines.append("-" * len(head))
     lines.append(f"{'FA/clean bag':<12}" + "".join(f"{fmt(result[w]['false_alarms_per_clean_bag']):>14}{'':>16}"
                                                    for w in who))
     for w in who:  # of the findings an officer is shown, the share on a true object (IoU >= PD_IOU)
         lines.append(f"{w} precision at the operating point: " + ", ".join(
-            f"{c} {fmt(result[w]['classes'][c].get('precision')).strip()}" for c in CLASSES))
+            f"{c} {fmt(r.get('precision')).strip()}" for c, r in result[w]["classes"].items()))
     if all("by_place" in result[w] for w in who):
         lines += ["", f"{'class':<12}{'hiding place':<16}{'objects':>8}" + "".join(f"{w + ' pd':>14}" for w in who)]
         for c, by in result[who[0]]["by_place"].items():
