@@ -99,3 +99,13 @@ def test_data_without_clean_bags_is_refused(tmp_path):
     assert all(r["objects"] for r in labels)
     r = run_zastava("calibrate", "xray", "--data", str(tmp_path), timeout=120)
     assert r.returncode == 2 and "no clean bags" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_garbled_label_line_is_named(dataset, tmp_path):
+    """A site's own labels, hand-written: the bad line is named, nothing is half-chosen."""
+    lines = (dataset / "labels.jsonl").read_text().splitlines()
+    (tmp_path / "images").symlink_to(dataset / "images")
+    lines[3] = lines[3][: len(lines[3]) // 2]  # truncated mid-record
+    (tmp_path / "labels.jsonl").write_text("\n".join(lines) + "\n")
+    r = run_zastava("calibrate", "xray", "--data", str(tmp_path), timeout=120)
+    assert r.returncode == 2 and "labels.jsonl:4: bad label line" in r.stderr and "thresholds" not in r.stdout
