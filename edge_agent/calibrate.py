@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         from edge_agent.config import load_xray_detector
 
-        det = load_xray_detector(args.config).load()
+        det = load_xray_detector(args.config).load(str(args.config))
     else:
         model = args.model or ev.DEFAULT_MODEL
         if not Path(model).is_file():

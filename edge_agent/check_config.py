@@ -1,6 +1,8 @@
 """Validate a config file and exit: 0 if it can be used, 2 with one line per bad key if not.
 
-Use it before (re)starting the agent at a checkpoint; the agent runs the same checks at start.
+Use it before (re)starting the agent at a checkpoint; the agent runs the same checks at start,
+loading the X-ray model too when lanes are configured (a model file of the wrong layout, class
+count or verifier is refused here as at start).
 """
 
 from __future__ import annotations
@@ -19,5 +21,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from edge_agent.config import load
     cfg = load(args.config)
+    if not args.central and cfg.lanes:
+        cfg.xray_detector.load(str(args.config))
     print(f"{args.config}: OK ({type(cfg).__name__})")
     return 0

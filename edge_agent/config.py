@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from common.configfile import ExistingFile, Strict, WritableDir, existing_file, load_model
+from common.configfile import ConfigError, ExistingFile, Strict, WritableDir, existing_file, load_model
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 
@@ -132,14 +132,22 @@ class XrayDetectorConfig(Strict):
     def _model(cls, v, info: ValidationInfo):
         return v if v == "physics" else existing_file(v, info)
 
-    def load(self):
+    def load(self, where: str = "config"):
         """The detector this section describes, as the agent runs it (and as `zastava eval xray
-        --config` and `zastava calibrate xray --config` measure it)."""
+        --config` and `zastava calibrate xray --config` measure it). A model that does not fit its
+        layout, class names or thresholds is a config problem like a missing file: refused naming
+        the key and the file `where`, not a traceback from deep in the agent's start."""
         from detectors.xray.detector import load_detector
+        from detectors.xray.session import ModelLayoutError
 
-        return load_detector(self.model, self.layout, class_names=self.class_names, thresholds=self.thresholds,
-                             default_threshold=self.default_threshold, threads=self.threads,
-                             payload_thresholds=self.payload_thresholds)
+        try:
+            return load_detector(self.model, self.layout, class_names=self.class_names, thresholds=self.thresholds,
+                                 default_threshold=self.default_threshold, threads=self.threads,
+                                 payload_thresholds=self.payload_thresholds)
+        except ModelLayoutError as e:
+            raise ConfigError(where, [f"key 'xray_detector.model': {e}"]) from None
+        except ValueError as e:  # Postprocess: thresholds for classes the model does not have
+            raise ConfigError(where, [f"key 'xray_detector.thresholds': {e}"]) from None
 
 
 class RadioConfig(Strict):

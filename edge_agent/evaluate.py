@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         from edge_agent.config import load_xray_detector
 
-        result = ev.evaluate(args.data, out_dir=out, detector=load_xray_detector(args.config).load())
+        result = ev.evaluate(args.data, out_dir=out, detector=load_xray_detector(args.config).load(str(args.config)))
     else:
         result = ev.evaluate(args.data, model=args.model, out_dir=out)
     if args.json:

@@ -25,12 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class Agent:
-    def __init__(self, cfg):
+    def __init__(self, cfg, config_path: str = "config"):
         from edge_agent.fusion import Fusion
         from edge_agent.state import AgentState
         from edge_agent.store import Store
 
         self.cfg = cfg
+        self.config_path = config_path  # named when a model it configures is refused
         self.stop = threading.Event()
         self.root = Path(cfg.storage.dir)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,7 @@ class Agent:
         if cfg.lanes:
             from edge_agent.xray_lane import XrayLane
 
-            detector = cfg.xray_detector.load()
+            detector = cfg.xray_detector.load(self.config_path)
             for lane in cfg.lanes:
                 xl = XrayLane(cfg, lane, detector, self.state, self.store_path, self.files_root, self.fusion,
                               self.stop)
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_agent.config import load
 
     cfg = load(args.config)
-    agent = Agent(cfg)
+    agent = Agent(cfg, str(args.config))
 
     def on_signal(signum, _frame):
         log.info("signal %d: stopping", signum)

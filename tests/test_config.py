@@ -86,3 +86,25 @@ def test_unreadable_and_non_toml_files_exit_2(tmp_path):
     bad.write_text("checkpoint_id = \n")
     r = run_zastava("check-config", str(bad))
     assert r.returncode == 2 and "not valid TOML" in r.stderr
+
+
+def test_a_model_that_does_not_fit_its_layout_is_refused_like_a_bad_key(tmp_path):
+    """check-config loads the X-ray model the lanes will run: a YOLO export configured with the
+    wrong class count, or thresholds for a class the model lacks, exit 2 naming the key, as the
+    agent does at start, instead of a traceback when the first lane starts."""
+    from tests.test_xray_detector_decoders import constant_model, yolo_tensor
+
+    model = constant_model(tmp_path / "own.onnx", yolo_tensor([], nc=3))
+    base = GOOD + f'\n[xray_detector]\nmodel = "{model}"\nlayout = "yolo"\n'
+    p = write(tmp_path, base + 'class_names = ["gun", "knife", "drugs"]\n')
+    r = run_zastava("check-config", str(p))
+    assert r.returncode == 0, r.stderr
+    for extra, key, why in (('class_names = ["gun", "knife"]\n', "xray_detector.model", "3 classes but 2 class names"),
+                            ('class_names = ["gun", "knife", "drugs"]\nthresholds = { cash = 0.3 }\n',
+                             "xray_detector.thresholds", "unknown classes")):
+        p = write(tmp_path, base + extra)
+        r = run_zastava("check-config", str(p))
+        assert r.returncode == 2 and key in r.stderr and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+        # the agent itself refuses it the same way at start
+        r = run_zastava("agent", "--config", str(p), timeout=60)
+        assert r.returncode == 2 and key in r.stderr and "Traceback" not in r.stderr, r.stderr
