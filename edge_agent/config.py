@@ -118,7 +118,7 @@ class ReceiverConfig(Strict):
 
 class XrayDetectorConfig(Strict):
     model: Path | Literal["physics"] = "physics"
-    layout: Literal["zastava", "yolo", "e2e"] = "zastava"
+    layout: Literal["zastava", "yolo", "yolov5", "e2e"] = "zastava"
     class_names: list[str] | None = None  # for users' own models; ours carry theirs
     thresholds: dict[str, float] = {}
     # per class, the threshold for a finding inside a false bottom or double wall finding (its

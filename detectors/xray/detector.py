@@ -43,7 +43,8 @@ from detectors.xray.verifier import MAX_VERIFIED, MIN_VERIFIED_SCORE, Verifier, 
 
 log = logging.getLogger("zastava.xray")
 
-Layout = Literal["zastava", "yolo", "e2e"]
+Layout = Literal["zastava", "yolo", "yolov5", "e2e"]
+LAYOUTS: tuple[str, ...] = ("zastava", "yolo", "yolov5", "e2e")
 NMS_IOU = 0.45
 # candidates below this never reach NMS, whatever the per-class threshold (keeps NMS cheap)
 MIN_CANDIDATE_SCORE = 0.05
@@ -369,16 +370,20 @@ class OnnxDetector:
     def __init__(self, path: Path, layout: Layout, class_names: list[str] | None = None,
                  thresholds: dict[str, float] | None = None, default_threshold: float = 0.5,
                  threads: int = 1, payload_thresholds: dict[str, float] | None = None, verifier: bool = True):
-        if layout not in ("zastava", "yolo", "e2e"):
-            raise ModelLayoutError(f"unknown layout {layout!r}; one of zastava, yolo, e2e")
+        if layout not in LAYOUTS:
+            raise ModelLayoutError(f"unknown layout {layout!r}; one of {', '.join(LAYOUTS)}")
         self.path, self.layout = Path(path), layout
         self.session = ort_session(self.path, threads, str(self.path))
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
         if len(ins) != 1:
             raise ModelLayoutError(f"{path}: expected one input, the model has {[i.name for i in ins]}")
         self.input_name = ins[0].name
-        if ins[0].type != "tensor(float)":
-            raise ModelLayoutError(f"{path}: input {ins[0].name} is {ins[0].type}, expected tensor(float)")
+        if ins[0].type not in ("tensor(float)", "tensor(float16)"):
+            raise ModelLayoutError(f"{path}: input {ins[0].name} is {ins[0].type}, expected tensor(float) "
+                                   "or tensor(float16)")
+        # a half-precision export (Ultralytics' `half=True`) takes and gives float16: the tensor is
+        # cast for it and its outputs back, so the decoders and thresholds see float32 as always
+        self.half = ins[0].type == "tensor(float16)"
         names = class_names or _metadata_names(self.session)
         if layout == "zastava":
             self.size_hw = _static_hw(ins[0].shape, f"{path} input")
@@ -400,10 +405,12 @@ class OnnxDetector:
             shp = outs[0].shape
             if len(shp) != 3:
                 raise ModelLayoutError(f"{path}: {layout} output must be 3-D, got shape {shp}")
-            if layout == "yolo":
-                if not isinstance(shp[1], int) or shp[1] < 5:
-                    raise ModelLayoutError(f"{path}: yolo output must be [1, 4+nc, N], got {shp}")
-                nc = shp[1] - 4
+            if layout in ("yolo", "yolov5"):
+                # v8/11: [1, 4+nc, N] (a row per quantity); v5/v7: [1, N, 5+nc] (a row per box, objectness)
+                per, extra, want = (shp[1], 4, "[1, 4+nc, N]") if layout == "yolo" else (shp[2], 5, "[1, N, 5+nc]")
+                if not isinstance(per, int) or per < extra + 1:
+                    raise ModelLayoutError(f"{path}: {layout} output must be {want}, got {shp}")
+                nc = per - extra
                 if names is None:
                     raise ModelLayoutError(f"{path}: give class_names for this model ({nc} classes)")
                 if len(names) != nc:
@@ -449,6 +456,8 @@ class OnnxDetector:
             return decode_zastava(outputs[0], outputs[1], self.size_hw, shape_hw)
         if self.layout == "yolo":
             c = decode_yolo(outputs[0])
+        elif self.layout == "yolov5":
+            c = decode_yolov5(outputs[0])
         else:
             c = decode_e2e(outputs[0])
         s, px, py = geom
@@ -460,7 +469,11 @@ class OnnxDetector:
         # need the full-resolution pseudo-colour image
         m = model_materials(high, low) if self.layout == "zastava" else materials(high, low)
         x, geom = self.prepare(m, high, low)
-        outputs = self.session.run(self.output_names, {self.input_name: x})
+        if self.half:
+            outputs = [np.asarray(o, np.float32) for o in
+                       self.session.run(self.output_names, {self.input_name: x.astype(np.float16)})]
+        else:
+            outputs = self.session.run(self.output_names, {self.input_name: x})
         cand = self.decode(outputs, geom, high.shape)
         rescore = None
         if self.verifier is not None:
@@ -511,6 +524,22 @@ def decode_yolo(out: np.ndarray) -> Candidates:
     if not keep.any():
         return Candidates.empty()
     cx, cy, w, h = p[0, keep], p[1, keep], p[2, keep], p[3, keep]
+    boxes = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1).astype(np.float32)
+    return Candidates(boxes, scores[keep].astype(np.float32), cls[keep].astype(np.int64))
+
+
+def decode_yolov5(out: np.ndarray) -> Candidates:
+    """YOLOv5/v7 head: [1, N, 5+nc] rows cx, cy, w, h, objectness, then one score per class; a
+    box's score for a class is objectness x class score, as those exports' own NMS ranks them.
+    No NMS in the graph. Boxes are in the letterboxed input's pixels."""
+    p = out[0]
+    cls_scores = p[:, 5:] * p[:, 4:5]
+    cls = np.argmax(cls_scores, axis=1)
+    scores = cls_scores[np.arange(len(p)), cls]
+    keep = scores >= MIN_CANDIDATE_SCORE
+    if not keep.any():
+        return Candidates.empty()
+    cx, cy, w, h = p[keep, 0], p[keep, 1], p[keep, 2], p[keep, 3]
     boxes = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1).astype(np.float32)
     return Candidates(boxes, scores[keep].astype(np.float32), cls[keep].astype(np.int64))
 
