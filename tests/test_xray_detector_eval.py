@@ -4,6 +4,7 @@ table, the PNGs, and the metric arithmetic on hand-made cases."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detectors.xray import CLASSES
 from detectors.xray.detector import XrayFinding
-from detectors.xray.evaluate import DEFAULT_MODEL, average_precision, evaluate, format_table, score_detector
+from detectors.xray.evaluate import (
+    DEFAULT_MODEL,
+    average_precision,
+    evaluate,
+    format_table,
+    proportion_ci,
+    rate_ci,
+    score_detector,
+)
 from hw_sim.xray.dataset import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,11 +47,14 @@ def test_evaluate_layout_and_plots(dataset, tmp_path):
     for w in who:
         assert sorted(res[w]["classes"]) == sorted(CLASSES)
         for c in CLASSES:
-            assert set(res[w]["classes"][c]) == {"pd", "ap50", "precision"}
+            assert set(res[w]["classes"][c]) == {"pd", "pd_ci95", "ap50", "precision"}
             carried = any(o["cls"] == c for r in labels for o in r["objects"])
-            pd = res[w]["classes"][c]["pd"]
+            pd, ci = res[w]["classes"][c]["pd"], res[w]["classes"][c]["pd_ci95"]
             assert (pd is None) == (not carried) and (pd is None or 0 <= pd <= 1)
+            assert (ci is None) == (pd is None) and (ci is None or ci[0] <= pd <= ci[1])
         assert res[w]["false_alarms_per_clean_bag"] >= 0
+        lo, hi = res[w]["false_alarms_per_clean_bag_ci95"]
+        assert lo <= res[w]["false_alarms_per_clean_bag"] <= hi
         # per hiding place: every labelled object counted once, under its class and place
         by = res[w]["by_place"]
         want: dict = {}
@@ -55,6 +69,7 @@ def test_evaluate_layout_and_plots(dataset, tmp_path):
         assert img is not None and img.shape[0] > 100
     table = format_table(res)
     assert "narcotics" in table and "FA/clean bag" in table and "hiding place" in table
+    assert "95 % intervals" in table
 
 
 def test_eval_cli_json(dataset, tmp_path):
@@ -86,11 +101,12 @@ def test_metric_arithmetic():
         [F("currency", 0.3, (1, 1, 30, 30))],  # below threshold: not an alarm
     ]
     res, _ = score_detector(per_bag, truths, {c: 0.5 for c in CLASSES})
-    assert res["classes"]["narcotics"] == {"pd": 1.0, "ap50": 1.0, "precision": 1.0}
+    # one bag of one: found, but the interval says how little one bag shows
+    assert res["classes"]["narcotics"] == {"pd": 1.0, "pd_ci95": [0.025, 1.0], "ap50": 1.0, "precision": 1.0}
     assert res["classes"]["weapon"]["pd"] == 0.0
     assert res["classes"]["weapon"]["ap50"] == pytest.approx(0.5)  # ranked after a false positive
     assert res["classes"]["weapon"]["precision"] == 0.0  # the one standing weapon finding is the false one
-    assert res["classes"]["currency"] == {"pd": None, "ap50": None, "precision": 0.0}
+    assert res["classes"]["currency"] == {"pd": None, "pd_ci95": None, "ap50": None, "precision": 0.0}
     assert res["false_alarms_per_clean_bag"] == 0.5
 
 
@@ -127,3 +143,21 @@ def test_bad_label_lines_are_clear_errors(dataset, tmp_path, line):
     (bad / "labels.jsonl").write_text(line + "\n")
     with pytest.raises(ValueError, match=r"labels.jsonl:1"):
         list(load_dataset(bad))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 3000), st.data())
+def test_intervals_hold_the_estimate_and_the_textbook_edges(n, data):
+    """Clopper-Pearson for detection rates, Garwood for false alarms per clean bag: each holds
+    its estimate, narrows as bags are added, and at the edges has the closed forms (all found:
+    lower = (alpha/2)^(1/n); no alarm: upper = -ln(alpha/2)/n)."""
+    k = data.draw(st.integers(0, n))
+    lo, hi = proportion_ci(k, n)
+    assert 0 <= lo <= k / n <= hi <= 1
+    lo4, hi4 = proportion_ci(4 * k, 4 * n)
+    assert hi4 - lo4 <= hi - lo + 1e-4
+    assert proportion_ci(n, n)[0] == pytest.approx(0.025 ** (1 / n), abs=1e-4)
+    assert rate_ci(0, n) == [0.0, pytest.approx(-math.log(0.025) / n, abs=1e-4)]
+    lo, hi = rate_ci(k, n)
+    assert lo <= k / n <= hi
+    assert proportion_ci(0, 0) is None and rate_ci(0, 0) is None

@@ -1,6 +1,6 @@
 """Measure our model and the physics baseline on a labelled dataset (`zastava sim dataset xray`).
 
-    zastava eval xray --data DIR [--model PATH] [--out DIR] [--json]
+    zastava eval xray --data DIR [--model PATH | --config FILE] [--out DIR] [--json]
 
 Figures, per class, for each detector:
 - pd: share of bags carrying the class in which a finding of that class, standing at the
@@ -11,10 +11,15 @@ Figures, per class, for each detector:
 - precision: of the findings of that class standing at the operating point, the share on a true
   object of the class (IoU >= 0.3);
 and false_alarms_per_clean_bag: findings of any class standing at the operating point, per clean
-bag. The operating point is the model's own (thresholds and payload thresholds chosen on a
-validation draw at training time and stored in the ONNX metadata; a finding stands at its class
-threshold, or at its payload threshold inside a standing false bottom or double wall, see
+bag. Each pd and the false-alarm rate come with a 95 % interval (`pd_ci95`,
+`false_alarms_per_clean_bag_ci95`; Clopper-Pearson and Garwood, exact): how far the figure could
+move on another draw of as many bags, which is what a comparison with a target needs.
+
+The operating point is the model's own (thresholds and payload thresholds chosen on a validation
+draw at training time and stored in the ONNX metadata; a finding stands at its class threshold,
+or at its payload threshold inside a standing false bottom or double wall, see
 detector.payload_keep) or 0.5 for every class where it carries none; the baseline uses 0.5.
+With `--config`, the detector and operating point of a config's [xray_detector] table.
 """
 
 from __future__ import annotations
@@ -169,14 +174,44 @@ def score_detector(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str
                 scored.append((f.score, hit))
         ap, rec, prec = average_precision(scored, n_true)
         classes[c] = {"pd": round(bags_hit / bags_with, 4) if bags_with else None,
+                      "pd_ci95": proportion_ci(bags_hit, bags_with),
                       "ap50": round(ap, 4) if n_true else None,
                       "precision": round(n_right / n_stand, 4) if n_stand else None}
         curves[c] = (rec, prec)
     fa = sum(len(stand[i]) for i in clean)
-    out = {"classes": classes, "false_alarms_per_clean_bag": round(fa / len(clean), 4) if clean else None}
+    out = {"classes": classes, "false_alarms_per_clean_bag": round(fa / len(clean), 4) if clean else None,
+           "false_alarms_per_clean_bag_ci95": rate_ci(fa, len(clean))}
     if places is not None:
         out["by_place"] = detection_by_place(stand, truths, places)
     return out, curves
+
+
+def proportion_ci(hits: int, n: int, level: float = 0.95) -> list[float] | None:
+    """Clopper-Pearson interval of a detection rate: exact, never narrower than the truth, as
+    detection figures are reported against a requirement. A rate measured on 495 bags moves by
+    a few points from one draw to the next (MODEL_CARD.md), and a reader comparing it with a
+    target needs to see by how much."""
+    if not n:
+        return None
+    from scipy.stats import beta
+
+    a = (1 - level) / 2
+    lo = 0.0 if hits == 0 else float(beta.ppf(a, hits, n - hits + 1))
+    hi = 1.0 if hits == n else float(beta.ppf(1 - a, hits + 1, n - hits))
+    return [round(lo, 4), round(hi, 4)]
+
+
+def rate_ci(count: int, n: int, level: float = 0.95) -> list[float] | None:
+    """Exact (Garwood) interval of false alarms per clean bag, a Poisson count over n bags (a bag
+    can raise more than one, so not a proportion)."""
+    if not n:
+        return None
+    from scipy.stats import chi2
+
+    a = (1 - level) / 2
+    lo = 0.0 if count == 0 else float(chi2.ppf(a, 2 * count)) / 2
+    hi = float(chi2.ppf(1 - a, 2 * count + 2)) / 2
+    return [round(lo / n, 4), round(hi / n, 4)]
 
 
 def detection_by_place(stand: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
@@ -337,6 +372,13 @@ def format_table(result: dict) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'FA/clean bag':<12}" + "".join(f"{fmt(result[w]['false_alarms_per_clean_bag']):>14}{'':>16}"
                                                    for w in who))
+    for w in who:  # how far each figure could move on another draw of the same size
+        cis = [f"{c} {lo:.3f}-{hi:.3f}" for c, r in result[w]["classes"].items()
+               if (ci := r.get("pd_ci95")) for lo, hi in [ci]]
+        fa_ci = result[w].get("false_alarms_per_clean_bag_ci95")
+        if cis or fa_ci:
+            lines.append(f"{w} 95 % intervals: pd " + ", ".join(cis)
+                         + (f"; FA/clean bag {fa_ci[0]:.4f}-{fa_ci[1]:.4f}" if fa_ci else ""))
     for w in who:  # of the findings an officer is shown, the share on a true object (IoU >= PD_IOU)
         lines.append(f"{w} precision at the operating point: " + ", ".join(
             f"{c} {fmt(r.get('precision')).strip()}" for c, r in result[w]["classes"].items()))
