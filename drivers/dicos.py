@@ -349,8 +349,9 @@ def frame_from_pair(pair: Pair[DicosImage], source: str, t: float,
         log.warning("DICOS bag %s: %s", main.bag_id, meta_note)
         low = None
         pair.note = meta_note
-    meta = {"format": "dicos", "sop_class": main.meta.get("sop_class"), "study_uid": main.study_uid,
-            "series_uid": main.series_uid, "instances": [i.sop_instance for i in (pair.high, pair.low) if i]}
+    meta = {"format": "dicos", "sop_class": main.meta.get("sop_class"), "sop_class_uid": main.sop_class,
+            "study_uid": main.study_uid, "series_uid": main.series_uid,
+            "instances": [i.sop_instance for i in (pair.high, pair.low) if i]}
     if pair.high is None:
         meta["energy"] = "low"
     if pair.note:

@@ -1,6 +1,11 @@
 """An X-ray lane: frames from any source, joined with the control link's bag events ->
 detector -> one alert per finding above its threshold, with an evidence JPEG, committed
 before it is shown or queued for sync; optionally a stop-belt command on a severe alert.
+
+A bag that came as DICOS images (C-STORE or a spool of DICOS files) also gets a DICOS Threat
+Detection Report referencing its image, as DICOS-aware consoles expect of an automated detector:
+beside the raw frame for every bag (ALARM or CLEAR), and with each alert's evidence, so that
+central has it too (detectors/xray/tdr.py; docs/dicos.md).
 """
 
 from __future__ import annotations
@@ -156,8 +161,10 @@ class XrayLane:
         from detectors.xray.preprocess import pseudocolor
 
         bag_id = frame.bag_id or frame.meta.get("bag_id") or f"{self.lane.id}-{int(frame.t * 1000)}"
+        t_detect = time.monotonic()
         try:
             findings = self.detector.detect(frame.high, frame.low)
+            detect_ms = 1000 * (time.monotonic() - t_detect)
         except ValueError as e:
             self.counters["bad_frames"] += 1
             log.warning("%s: frame of bag %s refused by the detector: %s", self.lane.id, bag_id, e)
@@ -166,6 +173,9 @@ class XrayLane:
         ts = datetime.fromtimestamp(frame.t, UTC).strftime("%Y%m%d")
         frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)
         raw = self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.jpg", frame_jpg, "raw", "image/jpeg")
+        tdr = tdr_for(frame, bag_id, findings, detect_ms, self.cfg.checkpoint_id, self.lane.id)
+        if tdr is not None:
+            self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.tdr.dcm", tdr, "raw", "application/dicom")
         risk = self.fusion.risk_for(frame.t)
         fkey = frame_key(frame) if findings else ""  # a pixel digest: only where there is something to key
         alerts: list[Alert] = []
@@ -194,6 +204,9 @@ class XrayLane:
             jpg = render_evidence(display, [f], self.lane.id, bag_id, frame.t)
             a.evidence = [self._files.save(f"evidence/{ts}/{a.uuid}.jpg", jpg, "evidence", "image/jpeg",
                                            alert_uuid=a.uuid)]
+            if tdr is not None:
+                a.evidence.append(self._files.save(f"evidence/{ts}/{a.uuid}.tdr.dcm", tdr, "evidence",
+                                                   "application/dicom", alert_uuid=a.uuid))
             if self._store.add_alert(a):
                 alerts.append(a)
         if alerts:
@@ -245,6 +258,27 @@ class XrayLane:
 # (the SOP Instance UIDs); for anything else it is the pixels themselves, since file names recur
 # (a scanner whose bag counter restarts) and a name collision here would silently drop an alert.
 _NS = uuid.UUID("6f1c5b2e-8a43-4f0e-9d57-0c2b7a1e9f30")
+
+
+def tdr_for(frame, bag_id: str, findings: list, processing_ms: float, checkpoint: str, lane: str) -> bytes | None:
+    """The bag's DICOS TDR as file bytes, when the frame came from DICOS images (their study and
+    SOP instance are what it references); None for PNG/TIFF/live sources, which have no DICOS
+    image to reference. The report lists the findings that stand, so its alarm decision is the
+    lane's: ALARM with any, CLEAR without."""
+    m = frame.meta
+    if m.get("format") != "dicos" or not m.get("instances") or not m.get("study_uid"):
+        return None
+    from io import BytesIO
+
+    from detectors.xray.tdr import DX_PROCESSING_SOP_CLASS, ImageRef, Station, build_tdr
+
+    ref = ImageRef(str(m["instances"][0]), str(m["study_uid"]), bag_id,
+                   str(m.get("sop_class_uid") or DX_PROCESSING_SOP_CLASS))
+    ds = build_tdr(findings, ref, processing_ms=processing_ms, when=datetime.fromtimestamp(frame.t, UTC),
+                   station=Station(station=f"{checkpoint}/{lane}", location=checkpoint))
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def finding_uuid(checkpoint: str, lane: str, frame_key: str, cls: str, box) -> str:

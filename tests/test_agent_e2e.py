@@ -82,6 +82,40 @@ def test_xray_lane_alerts_on_exactly_what_the_detector_finds(tmp_path):
     for a in alerts:  # every alert carries its evidence JPEG and a reason
         ev = json.loads(a["evidence"])
         assert ev and ev[0]["mime"] == "image/jpeg" and a["reason"]
+    assert_tdrs(tmp_path, expected, alerts)
+
+
+def assert_tdrs(tmp, expected: dict[str, set], alerts: list[dict]) -> None:
+    """DICOS in, DICOS out: each bag the simulator sent as DICOS has a Threat Detection Report
+    beside its raw frame, referencing its high-energy image, ALARM with one threat per alert or
+    CLEAR; each alert carries the same report in its evidence (so central gets it)."""
+    import pydicom
+
+    from detectors.xray.tdr import TDR_SOP_CLASS
+
+    files = tmp / "agent" / "files"
+    done = tmp / "sim" / "spool" / "dicos" / "done"
+    by_bag = defaultdict(list)
+    for a in alerts:
+        by_bag[a["bag_id"]].append(a)
+    assert any(expected.values()) and not all(expected.values()), "the scenario has bags of both kinds"
+    for bag, findings in expected.items():
+        [path] = list((files / "raw").rglob(f"{bag}.tdr.dcm"))
+        tdr = pydicom.dcmread(path)
+        image = pydicom.dcmread(done / f"{bag}_high.dcs", stop_before_pixels=True)
+        assert tdr.SOPClassUID == TDR_SOP_CLASS and tdr.TDRType == "MACHINE"
+        assert tdr.StudyInstanceUID == image.StudyInstanceUID and tdr.PatientID == bag
+        assert tdr.ReferencedStudySequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
+        assert tdr.AlarmDecision == ("ALARM" if findings else "CLEAR")
+        assert tdr.NumberOfTotalObjects == len(findings) == len(by_bag[bag])
+        boxes = {tuple(int(v) for v in t.PTORepresentationSequence[0].BoundingPolygon[0:2])
+                 + tuple(int(v) for v in t.PTORepresentationSequence[0].BoundingPolygon[6:8])
+                 for t in tdr.get("ThreatSequence", [])}
+        assert boxes == {box for _, box in findings}
+        for a in by_bag[bag]:
+            [ev] = [e for e in json.loads(a["evidence"]) if e["mime"] == "application/dicom"]
+            data = (files / ev["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == ev["sha256"] and data == path.read_bytes()
 
 
 def agent_config_model(tmp) -> str:
