@@ -102,7 +102,7 @@ class XrayLane:
         self.worker: Worker | None = None
         self.latency: list[float] = []  # frame arrival -> alert committed, seconds (last 1000)
         self.counters = {"frames": 0, "bags_alerted": 0, "alerts": 0, "belt_stops": 0, "bad_frames": 0,
-                         "repeats": 0}
+                         "repeats": 0, "tdr_failed": 0}
         self._store: Store | None = None
         self._files: FileStore | None = None
 
@@ -173,7 +173,12 @@ class XrayLane:
         ts = datetime.fromtimestamp(frame.t, UTC).strftime("%Y%m%d")
         frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)
         raw = self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.jpg", frame_jpg, "raw", "image/jpeg")
-        tdr = tdr_for(frame, bag_id, findings, detect_ms, self.cfg.checkpoint_id, self.lane.id)
+        try:
+            tdr = tdr_for(frame, bag_id, findings, detect_ms, self.cfg.checkpoint_id, self.lane.id)
+        except Exception as e:  # a report we cannot write must never hold back the bag's alerts
+            tdr = None
+            self.counters["tdr_failed"] += 1
+            log.warning("%s: no DICOS TDR for bag %s: %s", self.lane.id, bag_id, e)
         if tdr is not None:
             self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.tdr.dcm", tdr, "raw", "application/dicom")
         risk = self.fusion.risk_for(frame.t)
@@ -270,10 +275,15 @@ def tdr_for(frame, bag_id: str, findings: list, processing_ms: float, checkpoint
         return None
     from io import BytesIO
 
+    from pydicom.uid import UID
+
     from detectors.xray.tdr import DX_PROCESSING_SOP_CLASS, ImageRef, Station, build_tdr
 
     ref = ImageRef(str(m["instances"][0]), str(m["study_uid"]), bag_id,
                    str(m.get("sop_class_uid") or DX_PROCESSING_SOP_CLASS))
+    bad = [u for u in (ref.sop_instance_uid, ref.study_instance_uid, ref.sop_class_uid) if not UID(u).is_valid]
+    if bad:  # a report pointing at no image a console can find is worse than none
+        raise ValueError(f"the image's UIDs are not valid DICOM UIDs: {bad}")
     ds = build_tdr(findings, ref, processing_ms=processing_ms, when=datetime.fromtimestamp(frame.t, UTC),
                    station=Station(station=f"{checkpoint}/{lane}", location=checkpoint))
     buf = BytesIO()

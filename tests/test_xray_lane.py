@@ -9,6 +9,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from drivers.spool import SpoolSource
 from edge_agent.xray_lane import finding_uuid, frame_key, render_evidence
@@ -62,3 +63,35 @@ def test_the_evidence_caption_is_readable_on_the_open_beam():
     assert a != b, "the time stamp shows in the image"
     band = cv2.cvtColor(cv2.imdecode(np.frombuffer(a, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)[-22:, :200]
     assert (band < 60).mean() > 0.3 and (band > 200).mean() > 0.05, "light text on a dark band"
+
+
+def test_a_dicos_bag_gets_a_tdr_referencing_its_image_and_others_get_none(tmp_path):
+    """The report pairs with its image on a DICOS console: same study, the high-energy instance
+    referenced, the bag as the object of inspection; CLEAR without findings. A frame whose UIDs are
+    not DICOM UIDs gets no report (the lane counts it and alerts as usual), a PNG bag none at all."""
+    import io
+
+    import pydicom
+
+    from detectors.xray.detector import XrayFinding
+    from edge_agent.xray_lane import tdr_for
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "p").mkdir()
+    dicos_pair(tmp_path / "d", "D7", seed=3)
+    frame = take_one_and_crash(tmp_path / "d")
+    clear = pydicom.dcmread(io.BytesIO(tdr_for(frame, "D7", [], 12.5, "CP-1", "lane1")))
+    assert clear.AlarmDecision == "CLEAR" and clear.NumberOfTotalObjects == 0 and clear.PatientID == "D7"
+    assert clear.StudyInstanceUID == frame.meta["study_uid"] and clear.StationName == "CP-1/lane1"
+    assert clear.ReferencedStudySequence[0].ReferencedSOPInstanceUID == frame.meta["instances"][0]
+    assert clear.TotalProcessingTime == 12.5
+    alarm = pydicom.dcmread(io.BytesIO(tdr_for(frame, "D7", [XrayFinding("weapon", 0.8, (3, 4, 20, 30))], 1.0,
+                                               "CP-1", "lane1")))
+    assert alarm.AlarmDecision == "ALARM" and list(alarm.ThreatSequence[0].PTORepresentationSequence[0]
+                                                   .BoundingPolygon)[:2] == [3.0, 4.0]
+    frame.meta["study_uid"] = "not a uid"
+    with pytest.raises(ValueError, match="not valid DICOM UIDs"):
+        tdr_for(frame, "D7", [], 1.0, "CP-1", "lane1")
+    write_atomic(tmp_path / "p" / "B1_high.png", png(bag_image(48, 48, seed=1)))
+    write_atomic(tmp_path / "p" / "B1_low.png", png(bag_image(48, 48, seed=9)))
+    assert tdr_for(take_one_and_crash(tmp_path / "p"), "B1", [], 1.0, "CP-1", "lane1") is None
