@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("hw_sim.cli", "run the hardware simulator, write datasets, replay recordings"),
     "demo": ("edge_agent.demo", "run simulator, agent and central together on loopback"),
     "keys": ("sync.keys", "make CURVE key pairs for checkpoints and hubs"),
-    "eval": ("edge_agent.evaluate", "measure the detectors on a simulator dataset"),
+    "eval": ("edge_agent.evaluate", "measure the detectors on a labelled dataset (the simulator's or your own)"),
     "calibrate": ("edge_agent.calibrate", "choose the X-ray detector's thresholds for a false-alarm budget"),
     "check-config": ("edge_agent.check_config", "validate a config file and exit (2 if bad)"),
 }
