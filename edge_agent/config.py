@@ -126,6 +126,10 @@ class XrayDetectorConfig(Strict):
     payload_thresholds: dict[str, float] = {}
     default_threshold: float = Field(0.5, ge=0, le=1)
     threads: int = Field(1, ge=1, le=16)
+    # the DICOS threat category of each of a user's own classes in the reports the lanes write
+    # (ours carry theirs; a class named nowhere is an ANOMALY); detectors/xray/tdr.THREAT_CATEGORIES
+    threat_categories: dict[str, Literal["ANOMALY", "CONTRABAND", "PI", "EXPLOSIVE", "LAPTOP", "PHARMACEUTICAL",
+                                         "OTHER"]] = {}
 
     @field_validator("model", mode="after")
     @classmethod
@@ -141,13 +145,18 @@ class XrayDetectorConfig(Strict):
         from detectors.xray.session import ModelLayoutError
 
         try:
-            return load_detector(self.model, self.layout, class_names=self.class_names, thresholds=self.thresholds,
-                                 default_threshold=self.default_threshold, threads=self.threads,
-                                 payload_thresholds=self.payload_thresholds)
+            det = load_detector(self.model, self.layout, class_names=self.class_names, thresholds=self.thresholds,
+                                default_threshold=self.default_threshold, threads=self.threads,
+                                payload_thresholds=self.payload_thresholds)
         except ModelLayoutError as e:
             raise ConfigError(where, [f"key 'xray_detector.model': {e}"]) from None
         except ValueError as e:  # Postprocess: thresholds for classes the model does not have
             raise ConfigError(where, [f"key 'xray_detector.thresholds': {e}"]) from None
+        stray = sorted(set(self.threat_categories) - set(det.class_names))
+        if stray:
+            raise ConfigError(where, [f"key 'xray_detector.threat_categories': classes {stray} are not the "
+                                      f"model's {det.class_names}"])
+        return det
 
 
 class RadioConfig(Strict):

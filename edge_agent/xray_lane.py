@@ -174,7 +174,8 @@ class XrayLane:
         frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)
         raw = self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.jpg", frame_jpg, "raw", "image/jpeg")
         try:
-            tdr = tdr_for(frame, bag_id, findings, detect_ms, self.cfg.checkpoint_id, self.lane.id)
+            tdr = tdr_for(frame, bag_id, findings, detect_ms, self.cfg.checkpoint_id, self.lane.id,
+                          self.cfg.xray_detector.threat_categories)
         except Exception as e:  # a report we cannot write must never hold back the bag's alerts
             tdr = None
             self.counters["tdr_failed"] += 1
@@ -265,7 +266,8 @@ class XrayLane:
 _NS = uuid.UUID("6f1c5b2e-8a43-4f0e-9d57-0c2b7a1e9f30")
 
 
-def tdr_for(frame, bag_id: str, findings: list, processing_ms: float, checkpoint: str, lane: str) -> bytes | None:
+def tdr_for(frame, bag_id: str, findings: list, processing_ms: float, checkpoint: str, lane: str,
+            categories: dict[str, str] | None = None) -> bytes | None:
     """The bag's DICOS TDR as file bytes, when the frame came from DICOS images (their study and
     SOP instance are what it references); None for PNG/TIFF/live sources, which have no DICOS
     image to reference. The report lists the findings that stand, so its alarm decision is the
@@ -285,7 +287,7 @@ def tdr_for(frame, bag_id: str, findings: list, processing_ms: float, checkpoint
     if bad:  # a report pointing at no image a console can find is worse than none
         raise ValueError(f"the image's UIDs are not valid DICOM UIDs: {bad}")
     ds = build_tdr(findings, ref, processing_ms=processing_ms, when=datetime.fromtimestamp(frame.t, UTC),
-                   station=Station(station=f"{checkpoint}/{lane}", location=checkpoint))
+                   station=Station(station=f"{checkpoint}/{lane}", location=checkpoint), categories=categories)
     buf = BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

@@ -108,3 +108,20 @@ def test_a_model_that_does_not_fit_its_layout_is_refused_like_a_bad_key(tmp_path
         # the agent itself refuses it the same way at start
         r = run_zastava("agent", "--config", str(p), timeout=60)
         assert r.returncode == 2 and key in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_threat_categories_are_dicos_terms_for_the_models_own_classes(tmp_path):
+    """xray_detector.threat_categories: a word that is not a DICOS category, or a class the model
+    does not have, is refused naming the key; the right mapping passes check-config."""
+    from tests.test_xray_detector_decoders import constant_model, yolo_tensor
+
+    model = constant_model(tmp_path / "own.onnx", yolo_tensor([], nc=2))
+    base = GOOD + f'\n[xray_detector]\nmodel = "{model}"\nlayout = "yolo"\nclass_names = ["knife", "pills"]\n'
+    ok = write(tmp_path, base + 'threat_categories = { knife = "PI", pills = "PHARMACEUTICAL" }\n')
+    r = run_zastava("check-config", str(ok))
+    assert r.returncode == 0, r.stderr
+    for extra, why in (('threat_categories = { knife = "WEAPONS" }\n', "PI"),
+                       ('threat_categories = { gun = "PI" }\n', "not the model's")):
+        p = write(tmp_path, base + extra)
+        r = run_zastava("check-config", str(p))
+        assert r.returncode == 2 and "xray_detector.threat_categories" in r.stderr and why in r.stderr, r.stderr

@@ -115,3 +115,24 @@ def test_reference_from_a_dicos_dx_image_and_toolkit_tdr_layout(tmp_path):
     assert missing <= {"ReferencedStudySequence", "OtherPatientIDsSequence", "PatientSex",
                        "InstitutionalDepartmentName", "AlgorithmRoutingCodeSequence",
                        "(4010,1064)"} | ({"ThreatSequence"} if not found else set())
+
+
+def test_a_users_classes_get_the_categories_the_config_gives_them(tmp_path, ref):
+    """A user's own model says "knife" and "pills": the config maps them to DICOS categories, which
+    the independent toolkit reads back as such; an unmapped class stays an ANOMALY, and a word
+    that is not a DICOS category is refused rather than written as an unknown one."""
+    from detectors.xray.tdr import THREAT_CATEGORIES
+    from edge_agent.config import XrayDetectorConfig
+
+    pydicos = _pydicos()
+    found = [XrayFinding("knife", 0.9, (10, 10, 60, 40)), XrayFinding("pills", 0.8, (100, 100, 140, 130)),
+             XrayFinding("thing", 0.7, (200, 200, 220, 220)), XrayFinding("narcotics", 0.6, (300, 10, 350, 60))]
+    cats = {"knife": "PI", "pills": "PHARMACEUTICAL"}
+    d = pydicos.TDRLoader(str(write_tdr(found, ref, tmp_path / "u.dcs", categories=cats))).get_data()
+    got = [str(p["Assessment"]["category"]).rsplit(".", 1)[-1] for p in d["PTOs"]]
+    assert got == ["enumProhibitedItem", "enumPharmaceutical", "enumAnomaly", "enumContraband"]
+    with pytest.raises(ValueError, match="threat categories must be among"):
+        build_tdr(found, ref, categories={"knife": "WEAPONS"})
+    # the config accepts exactly the terms the reports may carry
+    allowed = XrayDetectorConfig.model_fields["threat_categories"].annotation.__args__[1].__args__
+    assert set(allowed) == set(THREAT_CATEGORIES)

@@ -33,6 +33,10 @@ from detectors.xray.detector import XrayFinding
 TDR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.501.3"
 DX_PROCESSING_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.501.2.2"
 CATEGORY = {"narcotics": "CONTRABAND", "currency": "CONTRABAND", "weapon": "PI", "concealment": "ANOMALY"}
+# The threat categories a report may give (DICOS defined terms): those the independent DICOS
+# toolkit reads back as themselves; any other word it reads as an unknown category. A user's own
+# model's classes take theirs from the config (xray_detector.threat_categories), else ANOMALY.
+THREAT_CATEGORIES = ("ANOMALY", "CONTRABAND", "PI", "EXPLOSIVE", "LAPTOP", "PHARMACEUTICAL", "OTHER")
 DESCRIPTION = {"narcotics": "Narcotics", "currency": "Currency", "weapon": "Weapon",
                "concealment": "Structural concealment"}
 # PTO processing start/end (DT) and total time (FL): DICOS tags pydicom's dictionary lacks;
@@ -78,7 +82,8 @@ def _reference(ref: ImageRef) -> Dataset:
     return r
 
 
-def _pto(k: int, f: XrayFinding, ref: ImageRef, when: str, alarm_threshold: float) -> Dataset:
+def _pto(k: int, f: XrayFinding, ref: ImageRef, when: str, alarm_threshold: float,
+         categories: dict[str, str]) -> Dataset:
     x1, y1, x2, y2 = (int(v) for v in f.box)
     w, h = max(1, x2 - x1), max(1, y2 - y1)
     roi = Dataset()
@@ -91,7 +96,7 @@ def _pto(k: int, f: XrayFinding, ref: ImageRef, when: str, alarm_threshold: floa
     rep.ThreatROIVoxelSequence = DcmSequence([roi])
     rep.BoundingPolygon = [float(v) for v in (x1, y1, 0, x2, y1, 0, x2, y2, 0, x1, y2, 0)]
     a = Dataset()
-    a.ThreatCategory = CATEGORY.get(f.cls, "ANOMALY")
+    a.ThreatCategory = categories.get(f.cls, "ANOMALY")
     desc = DESCRIPTION.get(f.cls, f.cls)
     desc += f"; material {f.material}, Zeff {f.zeff:.1f}"
     if f.concealed:
@@ -116,8 +121,11 @@ def _pto(k: int, f: XrayFinding, ref: ImageRef, when: str, alarm_threshold: floa
 def build_tdr(findings: Sequence[XrayFinding], ref: ImageRef, *, algorithm: str = "Zastava X-ray",
               version: str = "1", processing_ms: float = 0.0, when: datetime | None = None,
               alarm_threshold: float = 0.0, manufacturer: str = "Zastava",
-              station: Station | None = None) -> Dataset:
+              station: Station | None = None, categories: dict[str, str] | None = None) -> Dataset:
     """The TDR as a pydicom Dataset (with file meta), ready for `save_tdr` or a C-STORE.
+
+    `categories`: threat category per class name (THREAT_CATEGORIES), laid over CATEGORY; a class
+    named in neither is an ANOMALY.
 
     Findings below `alarm_threshold` are reported with flag NO_THREAT and do not raise the alarm
     (the detector normally hands over only findings above their thresholds: all of them alarm).
@@ -160,7 +168,11 @@ def build_tdr(findings: Sequence[XrayFinding], ref: ImageRef, *, algorithm: str 
     ds.PositionReferenceIndicator = ""
     ds.InstanceNumber = 1
     stamp = _dt(when)
-    threats = [_pto(k + 1, f, ref, stamp, alarm_threshold) for k, f in enumerate(findings)]
+    unknown = {c: v for c, v in (categories or {}).items() if v not in THREAT_CATEGORIES}
+    if unknown:
+        raise ValueError(f"threat categories must be among {THREAT_CATEGORIES}, got {unknown}")
+    cats = {**CATEGORY, **(categories or {})}
+    threats = [_pto(k + 1, f, ref, stamp, alarm_threshold, cats) for k, f in enumerate(findings)]
     if threats:
         ds.ThreatSequence = DcmSequence(threats)
     alarms = sum(1 for f in findings if f.score >= alarm_threshold)
