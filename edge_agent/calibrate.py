@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"zastava calibrate: {e}", file=sys.stderr)
         return 2
     if args.config is not None:
-        from edge_agent.config import load_xray_detector
+        from edge_agent.config import xray_detector_from
 
-        det = load_xray_detector(args.config).load(str(args.config))
+        det = xray_detector_from(args.config)
     else:
         model = args.model or ev.DEFAULT_MODEL
         if not Path(model).is_file():

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from common.configfile import ConfigError, ExistingFile, Strict, WritableDir, existing_file, load_model
+from detectors.xray import THREAT_CATEGORIES, Layout
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 
@@ -118,7 +119,7 @@ class ReceiverConfig(Strict):
 
 class XrayDetectorConfig(Strict):
     model: Path | Literal["physics"] = "physics"
-    layout: Literal["zastava", "yolo", "yolov5", "e2e"] = "zastava"
+    layout: Layout = "zastava"
     class_names: list[str] | None = None  # for users' own models; ours carry theirs
     thresholds: dict[str, float] = {}
     # per class, the threshold for a finding inside a false bottom or double wall finding (its
@@ -127,9 +128,8 @@ class XrayDetectorConfig(Strict):
     default_threshold: float = Field(0.5, ge=0, le=1)
     threads: int = Field(1, ge=1, le=16)
     # the DICOS threat category of each of a user's own classes in the reports the lanes write
-    # (ours carry theirs; a class named nowhere is an ANOMALY); detectors/xray/tdr.THREAT_CATEGORIES
-    threat_categories: dict[str, Literal["ANOMALY", "CONTRABAND", "PI", "EXPLOSIVE", "LAPTOP", "PHARMACEUTICAL",
-                                         "OTHER"]] = {}
+    # (ours carry theirs; a class named nowhere is an ANOMALY)
+    threat_categories: dict[str, Literal[THREAT_CATEGORIES]] = {}
 
     @field_validator("model", mode="after")
     @classmethod
@@ -203,5 +203,6 @@ class _XrayDetectorOnly(BaseModel):
     xray_detector: XrayDetectorConfig
 
 
-def load_xray_detector(path: str | Path) -> XrayDetectorConfig:
-    return load_model(_XrayDetectorOnly, path).xray_detector
+def xray_detector_from(path: str | Path):
+    """The detector a config file's [xray_detector] table describes, loaded as the agent would."""
+    return load_model(_XrayDetectorOnly, path).xray_detector.load(str(path))

@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from detectors.rf import evaluate as ev
     if args.config is not None:
-        from edge_agent.config import load_xray_detector
+        from edge_agent.config import xray_detector_from
 
-        result = ev.evaluate(args.data, out_dir=out, detector=load_xray_detector(args.config).load(str(args.config)))
+        result = ev.evaluate(args.data, out_dir=out, detector=xray_detector_from(args.config))
     else:
         result = ev.evaluate(args.data, model=args.model, out_dir=out)
     if args.json:

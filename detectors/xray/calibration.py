@@ -219,6 +219,24 @@ def choose_payload_thresholds(per_bag: list[list], truths: list[list[tuple[str, 
 FA_BUDGET = 0.02
 
 
+def choose_operating_point(per_bag: list[list[XrayFinding]], truths: list[list[tuple[str, tuple]]],
+                           class_names: list[str], budget: float = FA_BUDGET,
+                           weights: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, float], dict]:
+    """Class thresholds (choose_thresholds), then payload thresholds (choose_payload_thresholds), from
+    findings taken at the lowest candidate score on labelled bags: the training recipe's
+    calibration and a site's (`calibrate_detector`) are this one routine. Returns the thresholds,
+    the payload thresholds and the facts (with "clean_bags" and "payload")."""
+    fa, pd, clean = calibration_scores(per_bag, truths, class_names)
+    if not clean:
+        raise ValueError("no clean bags (bags without objects) among the data: a false-alarm budget "
+                         "is per clean bag, so calibration needs some")
+    thresholds, facts = choose_thresholds(fa, pd, clean, budget, weights)
+    facts["clean_bags"] = clean
+    payload, facts["payload"] = choose_payload_thresholds(per_bag, truths, thresholds, budget)
+    facts["not_in_data"] = [c for c in class_names if not pd[c]]
+    return thresholds, payload, facts
+
+
 def calibrate_detector(detector, samples: list, budget: float = FA_BUDGET, weights: dict[str, float] | None = None,
                        progress: bool = False) -> dict:
     """Choose a loaded detector's operating point on labelled bags (evaluate.Sample) for `budget`
@@ -230,35 +248,27 @@ def calibrate_detector(detector, samples: list, budget: float = FA_BUDGET, weigh
     now_thr, now_pay = take_candidates(detector)
     names = list(detector.class_names)
     per_bag, truths, _, _ = run_all(detector, samples, progress)
-    fa, pd, clean = calibration_scores(per_bag, truths, names)
-    if not clean:
-        raise ValueError("no clean bags (bags without objects) among the data: a false-alarm budget "
-                         "is per clean bag, so calibration needs some")
-    unlabelled = [c for c in names if not pd[c]]
-    thr, facts = choose_thresholds(fa, pd, clean, budget, weights)
-    pay, pfacts = choose_payload_thresholds(per_bag, truths, thr, budget)
-    return {"budget": budget, "bags": len(truths), "clean_bags": clean, "classes": names,
-            "not_in_data": unlabelled,
+    thr, pay, facts = choose_operating_point(per_bag, truths, names, budget, weights)
+    return {"budget": budget, "bags": len(truths), "clean_bags": facts["clean_bags"], "classes": names,
+            "not_in_data": facts["not_in_data"],
             "now": _figures(per_bag, truths, now_thr, now_pay, names),
             "chosen": _figures(per_bag, truths, thr, pay, names),
             "search": {k: facts[k] for k in ("weights", "floors", "floors_held")},
-            "payload": pfacts["by_class"],
+            "payload": facts["payload"]["by_class"],
             "config": config_lines(detector, thr, pay, now_pay)}
 
 
 def _figures(per_bag: list, truths: list, thr: dict[str, float], pay: dict[str, float], names: list[str]) -> dict:
-    """An operating point and what it gives on these bags, per class: pd (share of the bags
-    carrying the class where a standing finding is on its object) and false alarms per clean bag."""
-    clean = [i for i, t in enumerate(truths) if not t]
-    stand = [standing(f, thr, pay, names) for f in per_bag]
-    out = {"thresholds": thr, "payload_thresholds": pay, "classes": {}}
-    for c in names:
-        carrying = [i for i, t in enumerate(truths) if any(k == c for k, _ in t)]
-        hits = sum(best_overlap_score(stand[i], c, [b for k, b in truths[i] if k == c]) > 0 for i in carrying)
-        out["classes"][c] = {"pd": round(hits / len(carrying), 4) if carrying else None,
-                             "fa_per_clean_bag": round(sum(f.cls == c for i in clean for f in stand[i]) / len(clean), 4)}
-    out["fa_per_clean_bag"] = round(sum(len(stand[i]) for i in clean) / len(clean), 4)
-    return out
+    """An operating point and what it gives on these bags, as `zastava eval xray` counts it
+    (score_detector), plus each class's share of the false alarms per clean bag."""
+    from detectors.xray.evaluate import score_detector
+
+    scored, _ = score_detector(per_bag, truths, thr, payload=pay, class_names=names)
+    clean = [f for f, t in zip(per_bag, truths, strict=True) if not t]
+    alarms = [f.cls for found in clean for f in standing(found, thr, pay, names)]
+    return {"thresholds": thr, "payload_thresholds": pay, "fa_per_clean_bag": scored["false_alarms_per_clean_bag"],
+            "classes": {c: {"pd": scored["classes"][c]["pd"],
+                            "fa_per_clean_bag": round(alarms.count(c) / len(clean), 4)} for c in names}}
 
 
 def config_lines(detector, thr: dict[str, float], pay: dict[str, float], pay_now: dict[str, float]) -> str:

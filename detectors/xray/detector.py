@@ -17,13 +17,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
-from detectors.xray import CLASSES
+from detectors.xray import CLASSES, LAYOUTS, Layout
 from detectors.xray.preprocess import (
     INORGANIC,
     MATERIAL_NAMES,
@@ -43,8 +43,6 @@ from detectors.xray.verifier import MAX_VERIFIED, MIN_VERIFIED_SCORE, Verifier, 
 
 log = logging.getLogger("zastava.xray")
 
-Layout = Literal["zastava", "yolo", "yolov5", "e2e"]
-LAYOUTS: tuple[str, ...] = ("zastava", "yolo", "yolov5", "e2e")
 NMS_IOU = 0.45
 # candidates below this never reach NMS, whatever the per-class threshold (keeps NMS cheap)
 MIN_CANDIDATE_SCORE = 0.05

@@ -373,8 +373,8 @@ def format_table(result: dict) -> str:
     lines.append(f"{'FA/clean bag':<12}" + "".join(f"{fmt(result[w]['false_alarms_per_clean_bag']):>14}{'':>16}"
                                                    for w in who))
     for w in who:  # how far each figure could move on another draw of the same size
-        cis = [f"{c} {lo:.3f}-{hi:.3f}" for c, r in result[w]["classes"].items()
-               if (ci := r.get("pd_ci95")) for lo, hi in [ci]]
+        cis = [f"{c} {r['pd_ci95'][0]:.3f}-{r['pd_ci95'][1]:.3f}" for c, r in result[w]["classes"].items()
+               if r.get("pd_ci95")]
         fa_ci = result[w].get("false_alarms_per_clean_bag_ci95")
         if cis or fa_ci:
             lines.append(f"{w} 95 % intervals: pd " + ", ".join(cis)

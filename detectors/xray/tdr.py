@@ -28,15 +28,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DcmSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from detectors.xray import THREAT_CATEGORIES
 from detectors.xray.detector import XrayFinding
 
 TDR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.501.3"
 DX_PROCESSING_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.501.2.2"
 CATEGORY = {"narcotics": "CONTRABAND", "currency": "CONTRABAND", "weapon": "PI", "concealment": "ANOMALY"}
-# The threat categories a report may give (DICOS defined terms): those the independent DICOS
-# toolkit reads back as themselves; any other word it reads as an unknown category. A user's own
-# model's classes take theirs from the config (xray_detector.threat_categories), else ANOMALY.
-THREAT_CATEGORIES = ("ANOMALY", "CONTRABAND", "PI", "EXPLOSIVE", "LAPTOP", "PHARMACEUTICAL", "OTHER")
+
 DESCRIPTION = {"narcotics": "Narcotics", "currency": "Currency", "weapon": "Weapon",
                "concealment": "Structural concealment"}
 # PTO processing start/end (DT) and total time (FL): DICOS tags pydicom's dictionary lacks;

@@ -34,12 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from detectors.xray import CLASSES
-from detectors.xray.calibration import (
-    FA_BUDGET,
-    calibration_scores,
-    choose_payload_thresholds,
-    choose_thresholds,
-)
+from detectors.xray.calibration import FA_BUDGET, choose_operating_point
 from detectors.xray.preprocess import model_input
 from detectors.xray.verifier import file_sha256
 from models.xray.mix import MIX, draw_kind
@@ -420,10 +415,8 @@ def calibrate(path: Path, seed: int, bags: int = 4000, fa_per_clean_bag: float =
         truths.append([(o.cls, o.box) for o in bag.objects])
         if progress and (i + 1) % 200 == 0:
             print(f"  calibration bags {i + 1}/{bags}", file=sys.stderr)
-    fa_scores, pd_scores, clean = calibration_scores(per_bag, truths, list(CLASSES))
-    thresholds, facts = choose_thresholds(fa_scores, pd_scores, clean, fa_per_clean_bag)
-    facts["clean_bags"] = clean
-    payload, facts["payload"] = choose_payload_thresholds(per_bag, truths, thresholds, fa_per_clean_bag)
+    thresholds, payload, facts = choose_operating_point(per_bag, truths, list(CLASSES), fa_per_clean_bag)
+    facts.pop("not_in_data")
     set_metadata(path, {"thresholds": json.dumps(thresholds, sort_keys=True),
                         "payload_thresholds": json.dumps(payload, sort_keys=True)})
     return thresholds, facts
