@@ -176,12 +176,14 @@ class XrayLane:
         try:
             tdr = tdr_for(frame, bag_id, findings, detect_ms, self.cfg.checkpoint_id, self.lane.id,
                           self.cfg.xray_detector.threat_categories)
-        except Exception as e:  # a report we cannot write must never hold back the bag's alerts
+        except Exception as e:  # a report we cannot make must never hold back the bag's alerts
             tdr = None
-            self.counters["tdr_failed"] += 1
-            log.warning("%s: no DICOS TDR for bag %s: %s", self.lane.id, bag_id, e)
+            self._tdr_failed(bag_id, "made", e)
         if tdr is not None:
-            self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.tdr.dcm", tdr, "raw", "application/dicom")
+            try:
+                self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.tdr.dcm", tdr, "raw", "application/dicom")
+            except (OSError, ValueError) as e:  # nor one we cannot keep: the alerts still carry it
+                self._tdr_failed(bag_id, "kept beside the frame", e)
         risk = self.fusion.risk_for(frame.t)
         fkey = frame_key(frame) if findings else ""  # a pixel digest: only where there is something to key
         alerts: list[Alert] = []
@@ -211,8 +213,11 @@ class XrayLane:
             a.evidence = [self._files.save(f"evidence/{ts}/{a.uuid}.jpg", jpg, "evidence", "image/jpeg",
                                            alert_uuid=a.uuid)]
             if tdr is not None:
-                a.evidence.append(self._files.save(f"evidence/{ts}/{a.uuid}.tdr.dcm", tdr, "evidence",
-                                                   "application/dicom", alert_uuid=a.uuid))
+                try:
+                    a.evidence.append(self._files.save(f"evidence/{ts}/{a.uuid}.tdr.dcm", tdr, "evidence",
+                                                       "application/dicom", alert_uuid=a.uuid))
+                except (OSError, ValueError) as e:  # the alert goes out with its image alone
+                    self._tdr_failed(bag_id, f"attached to alert {a.uuid}", e)
             if self._store.add_alert(a):
                 alerts.append(a)
         if alerts:
@@ -234,6 +239,12 @@ class XrayLane:
         if self.counters["frames"] % 20 == 0:
             self._files.enforce()
         return alerts
+
+    def _tdr_failed(self, bag_id: str, what: str, e: Exception) -> None:
+        """The TDR is a courtesy to DICOS consoles: its failures are logged and counted
+        (`tdr_failed`, in /metrics), never raised into the bag's processing."""
+        self.counters["tdr_failed"] += 1
+        log.warning("%s: the DICOS TDR of bag %s could not be %s: %s", self.lane.id, bag_id, what, e)
 
     def _maybe_stop_belt(self, alert: Alert) -> None:
         limit = self.lane.stop_belt_on

@@ -261,6 +261,81 @@ def test_an_image_given_again_after_a_crash_keeps_one_alert_and_its_evidence(tmp
     assert not evidence_intact(tmp_path, after), "evidence replaced or lost"
 
 
+def test_a_tdr_that_cannot_be_made_or_kept_holds_back_no_alert(tmp_path):
+    """The DICOS report is a courtesy to DICOS consoles; the alerts are the job. Three weapon bags
+    through a running agent: one as it should be, one whose study UID is no DICOM UID (no report
+    can reference it), one whose report's place on disk is taken by a directory (the write fails
+    in the file system). Every bag's alerts are committed with their evidence image, the failures
+    are counted in /metrics, the good bag's report is written, and nothing is left half-written."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    from hw_sim.xray.scene import make_bag
+    from tests.test_dicos import make_dx
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    rng = np.random.default_rng(20261129)
+    bags = {"OK1": generate_uid(), "BADUID": "1.2.840.99.not-a-uid", "NOROOM": generate_uid()}
+    for bag, study in bags.items():
+        b = make_bag(rng, "weapon")
+        series = generate_uid()
+        for energy, img in (("high", b.high), ("low", b.low)):
+            make_dx(img, energy=energy, bag_id=bag, study=study, series=series).save_as(
+                spool / f"{bag}_{energy}.dcs", enforce_file_format=True)
+    files = tmp_path / "agent" / "files"
+    now = datetime.now(UTC)
+    for day in (now, now + timedelta(days=1)):  # the lane files raw data by the UTC day it screens a bag
+        (files / "raw" / "lane1" / day.strftime("%Y%m%d") / "NOROOM.tdr.dcm" / "taken").mkdir(parents=True)
+    cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"spool://{spool}"}})
+    port = re.search(r'\[metrics\]\nbind = "127.0.0.1:(\d+)"', cfg.read_text()).group(1)
+    agent = start_agent(tmp_path, cfg)
+
+    def tdr_failed():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        m = re.search(r'zastava_pipeline_total\{counter="tdr_failed",pipeline="lane1"\} (\d+)', text)
+        return m and int(m.group(1))
+
+    try:
+        wait_for(lambda: len(list((spool / "done").glob("*.dcs"))) == 6 if (spool / "done").exists() else False,
+                 timeout=90, what="the three bags screened", on_timeout=lambda: agent.text()[-3000:])
+        # BADUID: no report made; NOROOM: made but not kept beside the frame (its alerts carry it)
+        wait_for(lambda: tdr_failed() == 2, timeout=15, what="two TDR failures counted in /metrics")
+        assert agent.p.poll() is None, "the agent kept running"
+        stop_s = agent.terminate()
+        assert agent.p.returncode == 0 and stop_s < 5.0, agent.text()[-3000:]
+    finally:
+        agent.terminate()
+    log_text = agent.text()
+    assert "the DICOS TDR of bag BADUID could not be made" in log_text
+    assert "the DICOS TDR of bag NOROOM could not be kept beside the frame" in log_text
+    assert "Traceback" not in log_text, log_text[-3000:]
+    alerts = read_alerts(tmp_path)
+    expected = {}
+    from detectors.xray.detector import load_detector
+    from drivers.dicos import read_dicos
+
+    det = load_detector(agent_config_model(tmp_path), "zastava")
+    for bag in bags:
+        hi, lo = (read_dicos(spool / "done" / f"{bag}_{e}.dcs").image for e in ("high", "low"))
+        expected[bag] = {(f"xray.{f.cls}", tuple(int(v) for v in f.box)) for f in det.detect(hi, lo)}
+        assert ("xray.weapon" in {k for k, _ in expected[bag]}), f"{bag}: the detector should find the weapon"
+    got = defaultdict(set)
+    for a in alerts:
+        got[a["bag_id"]].add((a["kind"], tuple(json.loads(a["location"])["box"])))
+    assert dict(got) == expected, "every bag's alerts are committed, reports or not"
+    for a in alerts:
+        ev = {e["mime"]: e for e in json.loads(a["evidence"])}
+        assert "image/jpeg" in ev
+        assert ("application/dicom" in ev) == (a["bag_id"] != "BADUID"), (a["bag_id"], list(ev))
+    raw = files / "raw" / "lane1"
+    assert len(list(raw.rglob("OK1.tdr.dcm"))) == 1 and not list(raw.rglob("BADUID.tdr.dcm"))
+    assert all(p.is_dir() for p in raw.rglob("NOROOM.tdr.dcm")), "the obstacle is left as it was"
+    assert not [p for p in files.rglob("*.tmp")], "a failed write leaves no temporary file"
+
+
 def test_radio_alerts_match_the_scenario(tmp_path):
     """Drone telemetry is watchlisted, the FSK link outside the band is unlicensed, the key fob
     in the licence-exempt SRD band raises nothing; each alert has a spectrogram and SigMF."""
