@@ -13,7 +13,9 @@ Crash safety, in order of the steps:
     A crash before the record re-reads the file on restart (at-least-once, never lost); a crash
     between the record and the move is finished at the next start (never twice);
   * a file that cannot be read goes to `bad/` with `<name>.reason.txt` beside it, and is
-    counted; it never stops the source.
+    counted; it never stops the source. So does a bag the consumer could not screen (it sends
+    the reason back into the generator as the value of the yield): it is not filed in `done/`
+    as if it had been; copying it back into the spool (a new file version) screens it again.
 Pairs wait up to `pair_timeout_s` for their partner, then go out single-energy with a note in
 meta (not set aside: a bag screened on one energy is better than a bag not screened at all).
 """
@@ -119,7 +121,7 @@ class SpoolSource(HealthMixin):
         self.prune_after_s = prune_after_s
         self.pairer: EnergyPairer[Entry] = EnergyPairer(pair_timeout_s, max_pending)
         self._init_health(url, "xray")
-        self.counters = {"files": 0, "bad": 0, "frames": 0, "pairs": 0, "singles": 0, "duplicates": 0}
+        self.counters = {"files": 0, "bad": 0, "failed": 0, "frames": 0, "pairs": 0, "singles": 0, "duplicates": 0}
         self.ledger: Ledger | None = None
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, stable since)
         self._held: set[str] = set()
@@ -299,9 +301,16 @@ class SpoolSource(HealthMixin):
             self.counters["pairs" if both else "singles"] += 1
             self.counters["frames"] += 1
             self._got_data()
-            yield frame
+            failure = yield frame
             # the consumer has the frame: only now is it processed (see the module docstring)
             keys = [(en.name, en.size, en.mtime_ns) for en in entries]
+            if failure:  # the consumer could not screen it (it said why): set aside, not done
+                log.error("%s: %s NOT screened, set aside in bad/: %s", self.url, [e.name for e in entries], failure)
+                self.counters["failed"] += 1
+                for en in entries:
+                    self._held.discard(en.name)
+                    self._set_aside(en.name, en.size, en.mtime_ns, f"not screened: {failure}")
+                continue
             self.ledger.record(keys, "done")
             for en in entries:
                 self._held.discard(en.name)

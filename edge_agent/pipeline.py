@@ -83,14 +83,34 @@ class Worker:
         self.thread.join(timeout)
 
 
+class Receipt:
+    """The consumer's word on one handed-over item (pump's handshake): set() when its results are
+    committed, set(failure) when they could not be. Either way the pump goes on, and a driver
+    that keeps the item's source (a spool) learns which: a bag nobody screened is set aside with
+    its reason, never filed as done."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.failure: str | None = None
+
+    def set(self, failure: str | None = None) -> None:
+        self.failure = failure
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
 def pump(name: str, iterator_factory: Callable, out: DropQueue, stop: threading.Event, block_s: float,
          handshake: bool = False) -> threading.Thread:
     """Move items from a driver's iterator into a queue in a thread of their own.
 
-    Queue entries are (item, done, arrival monotonic time) triples. With `handshake`, the pump waits for the consumer to
-    set `done` before it resumes the driver's iterator: a spool driver records a file as
-    processed when its iterator is resumed, so this makes 'processed' mean 'its alerts are
-    committed' and a crash can only cause a re-read, never a lost bag.
+    Queue entries are (item, receipt, arrival monotonic time) triples. With `handshake`, the pump
+    waits for the consumer's Receipt before it resumes the driver's iterator: a spool driver
+    records a file as processed when its iterator is resumed, so this makes 'processed' mean 'its
+    alerts are committed' and a crash can only cause a re-read, never a lost bag. A failure the
+    consumer reports is sent into the iterator (generator.send) as the value of its `yield`: a
+    driver that cares sets the item aside; one that does not ignores it.
 
     Drivers block inside their iterators (a quiet spool, a socket read), so the source side is
     not watched by the watchdog; the driver's own health reports stalls instead.
@@ -99,14 +119,23 @@ def pump(name: str, iterator_factory: Callable, out: DropQueue, stop: threading.
     def run() -> None:
         while not stop.is_set():
             try:
-                for item in iterator_factory(stop):
+                it = iter(iterator_factory(stop))
+                send = getattr(it, "send", None)
+                failure = None
+                while True:
+                    try:
+                        item = send(failure) if failure is not None and send else next(it)
+                    except StopIteration:
+                        break
+                    failure = None
                     if stop.is_set():
                         break
-                    done = threading.Event() if handshake else None
+                    done = Receipt() if handshake else None
                     if out.put((item, done, time.monotonic()), block_s) and done is not None:
                         while not done.wait(0.5):
                             if stop.is_set():
                                 return  # not acknowledged: the driver will offer it again
+                        failure = done.failure
             except Exception:
                 log.exception("%s: driver iterator failed; restarting it", name)
                 stop.wait(1.0)

@@ -102,7 +102,7 @@ class XrayLane:
         self.worker: Worker | None = None
         self.latency: list[float] = []  # frame arrival -> alert committed, seconds (last 1000)
         self.counters = {"frames": 0, "bags_alerted": 0, "alerts": 0, "belt_stops": 0, "bad_frames": 0,
-                         "repeats": 0, "tdr_failed": 0}
+                         "repeats": 0, "tdr_failed": 0, "bags_failed": 0}
         self._store: Store | None = None
         self._files: FileStore | None = None
 
@@ -153,9 +153,16 @@ class XrayLane:
         self.counters["frames"] += 1
         try:
             self.process(frame, arrived)
-        finally:
+        except Exception as e:
+            # not screened: said loudly, counted, and its files set aside by the spool rather than
+            # filed as done (the Worker logs the traceback and counts the error)
+            self.counters["bags_failed"] += 1
+            log.error("%s: bag %s NOT screened: %s: %s", self.lane.id, frame.bag_id, type(e).__name__, e)
             if done is not None:
-                done.set()
+                done.set(f"{type(e).__name__}: {e}")
+            raise
+        if done is not None:
+            done.set()
 
     def process(self, frame, arrived: float) -> list[Alert]:
         from detectors.xray.preprocess import pseudocolor

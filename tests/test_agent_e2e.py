@@ -12,6 +12,7 @@ import sqlite3
 import time
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -267,42 +268,19 @@ def test_a_tdr_that_cannot_be_made_or_kept_holds_back_no_alert(tmp_path):
     can reference it), one whose report's place on disk is taken by a directory (the write fails
     in the file system). Every bag's alerts are committed with their evidence image, the failures
     are counted in /metrics, the good bag's report is written, and nothing is left half-written."""
-    from datetime import UTC, datetime, timedelta
-
-    import numpy as np
     from pydicom.uid import generate_uid
 
-    from hw_sim.xray.scene import make_bag
-    from tests.test_dicos import make_dx
-
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    rng = np.random.default_rng(20261129)
     bags = {"OK1": generate_uid(), "BADUID": "1.2.840.99.not-a-uid", "NOROOM": generate_uid()}
-    for bag, study in bags.items():
-        b = make_bag(rng, "weapon")
-        series = generate_uid()
-        for energy, img in (("high", b.high), ("low", b.low)):
-            make_dx(img, energy=energy, bag_id=bag, study=study, series=series).save_as(
-                spool / f"{bag}_{energy}.dcs", enforce_file_format=True)
+    spool = weapon_spool(tmp_path, bags)
     files = tmp_path / "agent" / "files"
-    now = datetime.now(UTC)
-    for day in (now, now + timedelta(days=1)):  # the lane files raw data by the UTC day it screens a bag
-        (files / "raw" / "lane1" / day.strftime("%Y%m%d") / "NOROOM.tdr.dcm" / "taken").mkdir(parents=True)
+    block_raw_file(files, "NOROOM.tdr.dcm")
     cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"spool://{spool}"}})
-    port = re.search(r'\[metrics\]\nbind = "127.0.0.1:(\d+)"', cfg.read_text()).group(1)
     agent = start_agent(tmp_path, cfg)
-
-    def tdr_failed():
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        m = re.search(r'zastava_pipeline_total\{counter="tdr_failed",pipeline="lane1"\} (\d+)', text)
-        return m and int(m.group(1))
-
     try:
-        wait_for(lambda: len(list((spool / "done").glob("*.dcs"))) == 6 if (spool / "done").exists() else False,
-                 timeout=90, what="the three bags screened", on_timeout=lambda: agent.text()[-3000:])
+        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 6, timeout=90, what="the three bags screened",
+                 on_timeout=lambda: agent.text()[-3000:])
         # BADUID: no report made; NOROOM: made but not kept beside the frame (its alerts carry it)
-        wait_for(lambda: tdr_failed() == 2, timeout=15, what="two TDR failures counted in /metrics")
+        wait_for(lambda: lane_counter(cfg, "tdr_failed") == 2, timeout=15, what="two TDR failures in /metrics")
         assert agent.p.poll() is None, "the agent kept running"
         stop_s = agent.terminate()
         assert agent.p.returncode == 0 and stop_s < 5.0, agent.text()[-3000:]
@@ -313,19 +291,8 @@ def test_a_tdr_that_cannot_be_made_or_kept_holds_back_no_alert(tmp_path):
     assert "the DICOS TDR of bag NOROOM could not be kept beside the frame" in log_text
     assert "Traceback" not in log_text, log_text[-3000:]
     alerts = read_alerts(tmp_path)
-    expected = {}
-    from detectors.xray.detector import load_detector
-    from drivers.dicos import read_dicos
-
-    det = load_detector(agent_config_model(tmp_path), "zastava")
-    for bag in bags:
-        hi, lo = (read_dicos(spool / "done" / f"{bag}_{e}.dcs").image for e in ("high", "low"))
-        expected[bag] = {(f"xray.{f.cls}", tuple(int(v) for v in f.box)) for f in det.detect(hi, lo)}
-        assert ("xray.weapon" in {k for k, _ in expected[bag]}), f"{bag}: the detector should find the weapon"
-    got = defaultdict(set)
-    for a in alerts:
-        got[a["bag_id"]].add((a["kind"], tuple(json.loads(a["location"])["box"])))
-    assert dict(got) == expected, "every bag's alerts are committed, reports or not"
+    assert alerts_by_bag(alerts) == spool_findings(tmp_path, spool / "done", bags), (
+        "every bag's alerts are committed, reports or not")
     for a in alerts:
         ev = {e["mime"]: e for e in json.loads(a["evidence"])}
         assert "image/jpeg" in ev
@@ -334,6 +301,103 @@ def test_a_tdr_that_cannot_be_made_or_kept_holds_back_no_alert(tmp_path):
     assert len(list(raw.rglob("OK1.tdr.dcm"))) == 1 and not list(raw.rglob("BADUID.tdr.dcm"))
     assert all(p.is_dir() for p in raw.rglob("NOROOM.tdr.dcm")), "the obstacle is left as it was"
     assert not [p for p in files.rglob("*.tmp")], "a failed write leaves no temporary file"
+
+
+def weapon_spool(tmp, bags: dict[str, str]) -> Path:
+    """A scanner's spool folder with one simulated weapon bag (a DICOS high/low pair) for each
+    bag id, in the study the dict gives it."""
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    from hw_sim.xray.scene import make_bag
+    from tests.test_dicos import make_dx
+
+    spool = tmp / "spool"
+    spool.mkdir()
+    rng = np.random.default_rng(20261129)
+    for bag, study in bags.items():
+        b, series = make_bag(rng, "weapon"), generate_uid()
+        for energy, img in (("high", b.high), ("low", b.low)):
+            make_dx(img, energy=energy, bag_id=bag, study=study, series=series).save_as(
+                spool / f"{bag}_{energy}.dcs", enforce_file_format=True)
+    return spool
+
+
+def block_raw_file(files: Path, name: str) -> list[Path]:
+    """A directory where lane1 will write a raw file of this name: the write fails in the file
+    system, as a full or broken disk makes it fail (root ignores permissions, not this)."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)  # the lane files raw data by the UTC day it screens a bag
+    out = [files / "raw" / "lane1" / d.strftime("%Y%m%d") / name for d in (now, now + timedelta(days=1))]
+    for p in out:
+        (p / "taken").mkdir(parents=True)
+    return out
+
+
+def lane_counter(cfg: Path, counter: str) -> int | None:
+    port = re.search(r'\[metrics\]\nbind = "127.0.0.1:(\d+)"', cfg.read_text()).group(1)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    m = re.search(rf'zastava_pipeline_total\{{counter="{counter}",pipeline="lane1"\}} (\d+)', text)
+    return int(m.group(1)) if m else None
+
+
+def alerts_by_bag(alerts: list[dict]) -> dict[str, set]:
+    got = defaultdict(set)
+    for a in alerts:
+        got[a["bag_id"]].add((a["kind"], tuple(json.loads(a["location"])["box"])))
+    return dict(got)
+
+
+def spool_findings(tmp, folder: Path, bags) -> dict[str, set]:
+    """What the configured detector finds in each of these bags' DICOS files, read independently;
+    each is a weapon bag and the weapon must be among them (else the test would prove little)."""
+    from detectors.xray.detector import load_detector
+    from drivers.dicos import read_dicos
+
+    det = load_detector(agent_config_model(tmp), "zastava")
+    out = {}
+    for bag in bags:
+        hi, lo = (read_dicos(folder / f"{bag}_{e}.dcs").image for e in ("high", "low"))
+        out[bag] = {(f"xray.{f.cls}", tuple(int(v) for v in f.box)) for f in det.detect(hi, lo)}
+        assert "xray.weapon" in {k for k, _ in out[bag]}, f"{bag}: the detector should find its weapon"
+    return out
+
+
+def test_a_bag_that_cannot_be_screened_is_set_aside_not_filed_as_done(tmp_path):
+    """A bag whose processing fails (here its frame cannot be written: a directory has its name)
+    is not acknowledged as screened: its files go to the spool's bad/ with the reason, the lane
+    counts it, the other bags go on; once the fault is cleared, copying its files back screens
+    it and its alerts are committed."""
+    import shutil
+
+    bags = {"FIRST": "1.2.826.0.1.3680043.8.498.1", "JAMMED": "1.2.826.0.1.3680043.8.498.2",
+            "AFTER": "1.2.826.0.1.3680043.8.498.3"}
+    spool = weapon_spool(tmp_path, bags)
+    blocked = block_raw_file(tmp_path / "agent" / "files", "JAMMED.jpg")
+    cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"spool://{spool}"}})
+    agent = start_agent(tmp_path, cfg)
+    try:
+        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 4 and len(list(spool.glob("bad/*.dcs"))) == 2,
+                 timeout=90, what="two bags screened, one set aside", on_timeout=lambda: agent.text()[-3000:])
+        assert sorted(p.name for p in spool.glob("bad/*.dcs")) == ["JAMMED_high.dcs", "JAMMED_low.dcs"]
+        reason = (spool / "bad" / "JAMMED_high.dcs.reason.txt").read_text()
+        assert reason.startswith("not screened: ") and "JAMMED.jpg" in reason, reason
+        wait_for(lambda: lane_counter(cfg, "bags_failed") == 1, timeout=15, what="the failure in /metrics")
+        assert set(alerts_by_bag(read_alerts(tmp_path))) == {"FIRST", "AFTER"}
+        for p in blocked:  # the engineer clears the fault and feeds the bag again
+            shutil.rmtree(p)
+        for p in spool.glob("bad/JAMMED_*.dcs"):
+            shutil.copy(p, spool / p.name)
+        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 6, timeout=60, what="the bag screened again",
+                 on_timeout=lambda: agent.text()[-3000:])
+        wait_for(lambda: "JAMMED" in alerts_by_bag(read_alerts(tmp_path)), timeout=10, what="its alerts")
+        assert agent.terminate() < 5.0 and agent.p.returncode == 0, agent.text()[-3000:]
+    finally:
+        agent.terminate()
+    assert "bag JAMMED NOT screened" in agent.text()
+    assert alerts_by_bag(read_alerts(tmp_path)) == spool_findings(tmp_path, spool / "done", bags)
+    assert not list((tmp_path / "agent" / "files").rglob("*.tmp")), "a failed write leaves no temporary file"
 
 
 def test_radio_alerts_match_the_scenario(tmp_path):
