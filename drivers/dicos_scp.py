@@ -14,6 +14,14 @@ Lossless (pylibjpeg). Anything else is refused the DICOM way:
 The two energies of a bag arrive as two C-STOREs of one series; they are paired by
 (study, series) and come out of frames() as one XrayFrame, like every other source's.
 
+Success means "we have it", so with an inbox (`?inbox=/path`, or the `inbox` option; the agent
+always gives one, under its storage dir) each image is written there and fsynced before the
+success status goes back, and frames come from that folder through the spool driver (its
+ledger, pairing and bad/ folder): an agent killed with images acknowledged but not yet
+screened screens them when it starts again, and a bag the consumer could not screen is set
+aside in the inbox's bad/ with the reason. Screened images are deleted from the inbox (the
+agent keeps its own raw frame and TDR). Without an inbox, received images wait in memory.
+
 Binds to 127.0.0.1 unless the URL names another address (secure by default).
 """
 
@@ -21,10 +29,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 from drivers.base import HealthMixin, XrayFrame, backoff_delays
 from drivers.dicos import (
@@ -72,6 +82,11 @@ def register_dicos_classes() -> None:
         _done = True
 
 
+def inbox_of(url: str) -> str | None:
+    """The `inbox` folder a dicos-scp URL names, if any."""
+    return (parse_qs(urlsplit(url).query).get("inbox") or [None])[0]
+
+
 def parse_url(url: str) -> tuple[str, int, str]:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
@@ -91,12 +106,25 @@ class DicosScpSource(HealthMixin):
 
     def __init__(self, url: str, *, max_pdu: int = 65536, max_dataset_mb: float = 256, pair_timeout_s: float = 10.0,
                  queue_size: int = 32, max_associations: int = 4, require_called_aet: bool = True,
-                 network_timeout_s: float = 30.0):
+                 network_timeout_s: float = 30.0, inbox: str | Path | None = None):
         from pynetdicom import AE, evt
 
         register_dicos_classes()
         self.url = url
         self.host, port, self.ae_title = parse_url(url)
+        inbox = inbox_of(url) or inbox
+        self.inbox = Path(inbox) if inbox else None
+        self._spool = None
+        if self.inbox is None:
+            log.warning("%s: no inbox: images acknowledged to the scanner wait in memory, and a crash loses "
+                        "those not yet screened (give ?inbox=/path; the agent always does)", url)
+        else:
+            from drivers.spool import SpoolSource
+
+            self.inbox.mkdir(parents=True, exist_ok=True)
+            # our own writes are atomic (a dotfile renamed when whole): no settling time needed
+            self._spool = SpoolSource(f"spool://{quote(str(self.inbox))}", poll_s=0.1, settle_s=0.0,
+                                      pair_timeout_s=pair_timeout_s, after="delete", max_pending=queue_size * 2)
         self.max_dataset = int(max_dataset_mb * (1 << 20))
         self.queue_size = queue_size
         self._init_health(url, "xray")
@@ -187,7 +215,7 @@ class DicosScpSource(HealthMixin):
             self._error(f"dataset of {size} bytes from {_peer(event)} over the {self.max_dataset}-byte cap")
             return _status(STATUS_OUT_OF_RESOURCES, f"dataset over {self.max_dataset} bytes")
         with self._lock:
-            busy = len(self._frames) >= self.queue_size
+            busy = self._backlog() >= self.queue_size
         if busy:
             self._inc("busy")
             self._count("drops")
@@ -200,11 +228,53 @@ class DicosScpSource(HealthMixin):
             return self._refuse(event, e.reason)
         except Exception as e:  # a dataset pydicom cannot even parse
             return self._refuse(event, f"unreadable dataset: {type(e).__name__}: {e}")
+        if self._spool is not None:
+            try:
+                self._keep(event, img)
+            except OSError as e:  # we do not have it: the scanner must keep it and try again
+                self._inc("busy")
+                self._error(f"cannot write to the inbox {self.inbox}: {e}")
+                log.error("C-STORE from %s: cannot write to the inbox %s: %s", _peer(event), self.inbox, e)
+                return _status(STATUS_OUT_OF_RESOURCES, "cannot store the image: retry later")
+            self._inc("stored")
+            return STATUS_SUCCESS
         self._inc("stored")
         with self._lock:
             pairs = self.pairer.add(img.pair_key, img.energy, img, time.monotonic(), rank=img.kvp)
             self._release(pairs)
         return STATUS_SUCCESS
+
+    def _backlog(self) -> int:
+        """Images received and not yet screened."""
+        if self.inbox is None:
+            return len(self._frames)
+        try:
+            return sum(1 for e in os.scandir(self.inbox) if not e.name.startswith(".") and e.is_file())
+        except OSError:
+            return 0
+
+    def _keep(self, event, img: DicosImage) -> None:
+        """The image as received (its own transfer syntax, no re-encoding), made durable in the
+        inbox before the scanner hears success: written to a dotfile, fsynced, renamed, and the
+        folder fsynced. Named by its SOP instance UID, so a scanner's retry of the same image
+        replaces it rather than making a second bag."""
+        name = "".join(c if c.isalnum() or c in ".-" else "_" for c in (img.sop_instance or "")) or f"{time.time_ns()}"
+        data = event.encoded_dataset(include_meta=True)
+        tmp = self.inbox / f".{name}.{threading.get_ident()}.part"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.inbox / f"{name}.dcs")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fd = os.open(self.inbox, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _refuse(self, event, reason: str):
         self._inc("refused")
@@ -223,6 +293,9 @@ class DicosScpSource(HealthMixin):
 
     # -- the FrameSource interface --------------------------------------------------------------
     def frames(self, stop: threading.Event) -> Iterator[XrayFrame]:
+        if self._spool is not None:
+            yield from self._inbox_frames(stop)
+            return
         delays = backoff_delays(1.0, 30.0)
         while not stop.is_set() and not self._closed.is_set():
             if self.server is None and not self._listen():
@@ -240,12 +313,36 @@ class DicosScpSource(HealthMixin):
                 self._got_data()
                 yield frame
 
+    def _inbox_frames(self, stop: threading.Event) -> Iterator[XrayFrame]:
+        """The inbox's frames as the spool driver reads them, known by our URL, and the consumer's
+        word on each passed back to the spool (a failure sets the bag aside: see pipeline.pump)."""
+        gen = self._spool.frames(stop)
+        failure = None
+        try:
+            while not self._closed.is_set():
+                try:
+                    frame = gen.send(failure)
+                except StopIteration:
+                    return
+                frame.source = self.url
+                self._inc("frames")
+                self._inc("pairs" if frame.low is not None else "singles")
+                self._got_data()
+                failure = yield frame
+        finally:
+            gen.close()
+
     def stats(self) -> dict:
         with self._lock:
-            return dict(self.counters, queued=len(self._frames), waiting_for_partner=len(self.pairer.pending))
+            out = dict(self.counters, queued=self._backlog(), waiting_for_partner=len(self.pairer.pending))
+        if self._spool is not None:
+            out.update({f"inbox_{k}": v for k, v in self._spool.stats().items()})
+        return out
 
     def close(self) -> None:
         self._closed.set()
+        if self._spool is not None:
+            self._spool.close()
         with self._lock:
             server, self.server = self.server, None
         if server is not None:  # idempotent: the lane and a test may both close it

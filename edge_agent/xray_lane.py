@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -108,9 +109,14 @@ class XrayLane:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        from drivers.registry import open_control_link, open_frame_source
+        from drivers.registry import open_control_link, open_frame_source, scheme_of
 
-        self.source = open_frame_source(self.lane.source)
+        opts = {}
+        if scheme_of(self.lane.source) == "dicos-scp":
+            # images a scanner pushed are ours once we answer success: kept on disk until screened
+            # (drivers/dicos_scp.py), in the URL's own inbox if it names one, else under storage.dir
+            opts["inbox"] = Path(self.cfg.storage.dir) / "inbox" / self.lane.id
+        self.source = open_frame_source(self.lane.source, **opts)
         # a live stream cannot wait: drop and count; a spool or C-STORE source waits (back-pressure)
         live = self.lane.source.startswith("capture:")
         pump(f"{self.lane.id}-source", self.source.frames, self.queue, self.stop, 0.0 if live else 3600.0,

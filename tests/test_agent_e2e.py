@@ -303,23 +303,31 @@ def test_a_tdr_that_cannot_be_made_or_kept_holds_back_no_alert(tmp_path):
     assert not [p for p in files.rglob("*.tmp")], "a failed write leaves no temporary file"
 
 
-def weapon_spool(tmp, bags: dict[str, str]) -> Path:
-    """A scanner's spool folder with one simulated weapon bag (a DICOS high/low pair) for each
-    bag id, in the study the dict gives it."""
+def weapon_bags(bags: dict[str, str]) -> dict[str, dict]:
+    """One simulated weapon bag per bag id, as the scanner's two DICOS DX instances (high, low) in
+    the study the dict gives it."""
     import numpy as np
     from pydicom.uid import generate_uid
 
     from hw_sim.xray.scene import make_bag
     from tests.test_dicos import make_dx
 
-    spool = tmp / "spool"
-    spool.mkdir()
     rng = np.random.default_rng(20261129)
+    out = {}
     for bag, study in bags.items():
         b, series = make_bag(rng, "weapon"), generate_uid()
-        for energy, img in (("high", b.high), ("low", b.low)):
-            make_dx(img, energy=energy, bag_id=bag, study=study, series=series).save_as(
-                spool / f"{bag}_{energy}.dcs", enforce_file_format=True)
+        out[bag] = {energy: make_dx(img, energy=energy, bag_id=bag, study=study, series=series)
+                    for energy, img in (("high", b.high), ("low", b.low))}
+    return out
+
+
+def weapon_spool(tmp, bags: dict[str, str]) -> Path:
+    """A scanner's spool folder with weapon_bags' files."""
+    spool = tmp / "spool"
+    spool.mkdir()
+    for bag, pair in weapon_bags(bags).items():
+        for energy, ds in pair.items():
+            ds.save_as(spool / f"{bag}_{energy}.dcs", enforce_file_format=True)
     return spool
 
 
@@ -352,13 +360,18 @@ def alerts_by_bag(alerts: list[dict]) -> dict[str, set]:
 def spool_findings(tmp, folder: Path, bags) -> dict[str, set]:
     """What the configured detector finds in each of these bags' DICOS files, read independently;
     each is a weapon bag and the weapon must be among them (else the test would prove little)."""
-    from detectors.xray.detector import load_detector
     from drivers.dicos import read_dicos
+
+    return findings_of(tmp, {bag: tuple(read_dicos(folder / f"{bag}_{e}.dcs").image for e in ("high", "low"))
+                             for bag in bags})
+
+
+def findings_of(tmp, images: dict[str, tuple]) -> dict[str, set]:
+    from detectors.xray.detector import load_detector
 
     det = load_detector(agent_config_model(tmp), "zastava")
     out = {}
-    for bag in bags:
-        hi, lo = (read_dicos(folder / f"{bag}_{e}.dcs").image for e in ("high", "low"))
+    for bag, (hi, lo) in images.items():
         out[bag] = {(f"xray.{f.cls}", tuple(int(v) for v in f.box)) for f in det.detect(hi, lo)}
         assert "xray.weapon" in {k for k, _ in out[bag]}, f"{bag}: the detector should find its weapon"
     return out
@@ -398,6 +411,55 @@ def test_a_bag_that_cannot_be_screened_is_set_aside_not_filed_as_done(tmp_path):
     assert "bag JAMMED NOT screened" in agent.text()
     assert alerts_by_bag(read_alerts(tmp_path)) == spool_findings(tmp_path, spool / "done", bags)
     assert not list((tmp_path / "agent" / "files").rglob("*.tmp")), "a failed write leaves no temporary file"
+
+
+def test_bags_pushed_by_c_store_survive_a_kill_between_success_and_screening(tmp_path):
+    """A scanner that heard success deletes its copy: the agent's C-STORE receiver keeps each
+    image on disk (an inbox under storage.dir) until its bag is screened. kill -9 right after the
+    scanner's pushes, a restart, and every bag is screened once: alerts exactly the detector's
+    findings, none twice, and the inbox empty."""
+    from pynetdicom import AE
+
+    from drivers.dicos import DICOS_DX_PROCESSING
+    from drivers.dicos_scp import register_dicos_classes
+    from tests.conftest import free_port
+
+    register_dicos_classes()
+    port = free_port()
+    cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"dicos-scp://127.0.0.1:{port}?ae=ZASTAVA"}})
+    bags = weapon_bags({f"PUSH{i}": f"1.2.826.0.1.3680043.8.498.{70 + i}" for i in range(3)})
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context(DICOS_DX_PROCESSING)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    inbox = tmp_path / "agent" / "inbox" / "lane1"
+
+    def associate():
+        assoc = ae.associate("127.0.0.1", port, ae_title="ZASTAVA")
+        return assoc if assoc.is_established else None
+
+    agent = start_agent(tmp_path, cfg)
+    try:
+        assoc = wait_for(associate, timeout=60, what="the agent's C-STORE receiver",
+                         on_timeout=lambda: agent.text()[-3000:])
+        for pair in bags.values():
+            for ds in pair.values():
+                assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+        agent.kill9()  # the scanner has deleted its copies by now
+        first = read_alerts(tmp_path)
+        agent = start_agent(tmp_path, cfg)
+        wait_for(lambda: inbox.is_dir() and not list(inbox.glob("*.dcs")), timeout=90,
+                 what="the inbox screened empty", on_timeout=lambda: agent.text()[-3000:])
+        time.sleep(1.0)
+        assert agent.terminate() < 5.0 and agent.p.returncode == 0, agent.text()[-3000:]
+    finally:
+        agent.terminate()
+    alerts = read_alerts(tmp_path)
+    assert len({a["uuid"] for a in alerts}) == len(alerts) and {a["uuid"] for a in first} <= {a["uuid"] for a in alerts}
+    expected = findings_of(tmp_path, {b: (p["high"].pixel_array, p["low"].pixel_array) for b, p in bags.items()})
+    assert alerts_by_bag(alerts) == expected
+    assert sum(len(v) for v in expected.values()) == len(alerts), "no finding alerted twice"
+    assert not (inbox / "bad").exists() or not list((inbox / "bad").iterdir()), "nothing set aside"
 
 
 def test_radio_alerts_match_the_scenario(tmp_path):

@@ -30,9 +30,11 @@ DICOS_CT = "1.2.840.10008.5.1.4.1.1.501.1"
 DICOM_CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
-@pytest.fixture
-def scp():
-    src = open_frame_source("dicos-scp://127.0.0.1:0?ae=ZASTAVA", pair_timeout_s=0.5)
+@pytest.fixture(params=["memory", "inbox"])
+def scp(request, tmp_path):
+    """The receiver holding images in memory, and writing them to an inbox (as the agent runs it)."""
+    opts = {"inbox": tmp_path / "inbox"} if request.param == "inbox" else {}
+    src = open_frame_source("dicos-scp://127.0.0.1:0?ae=ZASTAVA", pair_timeout_s=0.5, **opts)
     yield src
     src.close()
 
@@ -285,4 +287,73 @@ def test_a_taken_port_is_retried_not_raised():
         t.close()
     finally:
         holder.close()
+        src.close()
+
+
+def push_pair(port: int, bag: str, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    study, series = generate_uid(), generate_uid()
+    hi, lo = bag_image(seed=seed), bag_image(seed=seed + 1)
+    assoc = scu(port, [(DICOS_DX_PROCESSING, ExplicitVRLittleEndian)])
+    try:
+        for energy, img in (("high", hi), ("low", lo)):
+            ds = make_dx(img, energy=energy, study=study, series=series, bag_id=bag)
+            assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    return hi, lo
+
+
+def test_an_inbox_keeps_acknowledged_images_until_they_are_screened(tmp_path):
+    """Success to the scanner means the image is on disk: a receiver that stops (a crash) before
+    handing the bag over loses nothing, the next one on the same inbox screens it, and only then
+    are the images deleted from the inbox."""
+    inbox = tmp_path / "inbox"
+    first = DicosScpSource("dicos-scp://127.0.0.1:0?ae=ZASTAVA", inbox=inbox, pair_timeout_s=0.5)
+    try:
+        hi, lo = push_pair(first.port, "KEPT")
+        assert len(list(inbox.glob("*.dcs"))) == 2, "both images written before success was answered"
+        assert first.stats()["queued"] == 2
+    finally:
+        first.close()  # never handed over: as if the agent had died here
+    again = open_frame_source(f"dicos-scp://127.0.0.1:0?ae=ZASTAVA&inbox={inbox}", pair_timeout_s=0.5)
+    t = Taker(again)
+    try:
+        wait_for(lambda: t.frames, what="the bag received before the crash")
+        f = t.frames[0]
+        assert f.bag_id == "KEPT" and np.array_equal(f.high, hi) and np.array_equal(f.low, lo)
+        assert f.source.startswith("dicos-scp://") and again.stats()["pairs"] == 1
+        wait_for(lambda: not list(inbox.glob("*.dcs")), what="the screened images deleted from the inbox")
+        push_pair(again.port, "NEXT", seed=5)
+        wait_for(lambda: len(t.frames) == 2, what="a bag pushed to the new receiver")
+        assert [f.bag_id for f in t.frames] == ["KEPT", "NEXT"]
+    finally:
+        t.close()
+        again.close()
+
+
+def test_an_inbox_sets_aside_a_bag_the_consumer_could_not_screen(tmp_path):
+    inbox = tmp_path / "inbox"
+    src = DicosScpSource("dicos-scp://127.0.0.1:0?ae=ZASTAVA", inbox=inbox, pair_timeout_s=0.5)
+    stop = threading.Event()
+    gen = src.frames(stop)
+    got = []
+
+    def consume():  # the pump's handshake, by hand: take the frame, then report that it failed
+        got.append(next(gen))
+        try:
+            gen.send("OSError: disk full")
+        except StopIteration:
+            pass
+
+    th = threading.Thread(target=consume, daemon=True)
+    th.start()
+    try:
+        push_pair(src.port, "FAILS")
+        wait_for(lambda: len(list((inbox / "bad").glob("*.dcs"))) == 2, what="the bag set aside")
+        reasons = {p.read_text().strip() for p in (inbox / "bad").glob("*.reason.txt")}
+        assert reasons == {"not screened: OSError: disk full"}
+        assert got[0].bag_id == "FAILS" and not list(inbox.glob("*.dcs"))
+    finally:
+        stop.set()
+        th.join(5)
         src.close()
