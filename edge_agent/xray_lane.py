@@ -106,6 +106,7 @@ class XrayLane:
                          "repeats": 0, "tdr_failed": 0, "bags_failed": 0}
         self._store: Store | None = None
         self._files: FileStore | None = None
+        self.last_failed: dict | None = None  # the last bag not screened: bag_id, t, reason
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -162,10 +163,13 @@ class XrayLane:
         except Exception as e:
             # not screened: said loudly, counted, and its files set aside by the spool rather than
             # filed as done (the Worker logs the traceback and counts the error)
+            reason = f"{type(e).__name__}: {e}"
             self.counters["bags_failed"] += 1
-            log.error("%s: bag %s NOT screened: %s: %s", self.lane.id, frame.bag_id, type(e).__name__, e)
+            # the console shows officers the lane's last unscreened bag (edge_agent/console)
+            self.last_failed = {"bag_id": frame.bag_id, "t": time.time(), "reason": reason[:300]}
+            log.error("%s: bag %s NOT screened: %s", self.lane.id, frame.bag_id, reason)
             if done is not None:
-                done.set(f"{type(e).__name__}: {e}")
+                done.set(reason)
             raise
         if done is not None:
             done.set()
@@ -278,7 +282,8 @@ class XrayLane:
                 "latency_ms_p50": p(0.5), "latency_ms_p99": p(0.99),
                 "worker_errors": self.worker.errors if self.worker else 0,
                 "last_error": self.worker.last_error if self.worker else None,
-                "interlock_open": self.events.interlock_open, "scanner_fault": self.events.fault}
+                "interlock_open": self.events.interlock_open, "scanner_fault": self.events.fault,
+                "last_failed": self.last_failed}
 
 
 # Alert UUIDs of X-ray findings are derived from what was found in which image, so that an image

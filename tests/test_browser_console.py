@@ -183,6 +183,16 @@ def test_console_in_chromium(browser, agent):
     assert "backlog 17" in page.inner_text("#link") and "unreachable" in page.inner_text("#link")
     state.link.update({"connected": True, "backlog": 0, "last_error": None})
 
+    # a lane could not screen a bag (its frame could not be written): red in the status bar
+    state.pipelines["L1"] = {"frames": 9, "bags_failed": 1, "last_failed": {
+        "bag_id": "bag-jam", "t": time.time() - 20, "reason": "OSError: [Errno 28] No space left on device"}}
+    wait_js(page, "document.getElementById('lanes-health').textContent.includes('NOT screened')", timeout=6000)
+    chip = page.inner_text("#lanes-health")
+    assert "L1: 1 bag NOT screened" in chip and "bag-jam" in chip and "No space left" in chip, chip
+    assert "bad" in page.get_attribute("#lanes-health .chip", "class")
+    shot(page, "console_lane_failed")
+    state.pipelines.pop("L1")
+
     # an officer cannot reach the engineer page
     assert page.goto(base + "/engineer").status == 403
     assert page.goto(base + "/api/engineer/health").status == 403

@@ -375,6 +375,16 @@ function onStatus(s) {
       !link.connected && link.last_error ? Z.el("em", {}, " — " + link.last_error.slice(0, 80)) : "");
     l.title = link.last_error ? "last error: " + link.last_error : "";
   }
+  // a lane that could not screen a bag says so in red for 15 min after it happened: the bag went
+  // through unscreened (its files are set aside for the engineer), so the officer must know
+  const failing = Object.entries(s.pipelines || {}).filter(([, p]) => p.bags_failed > 0 && p.last_failed).sort();
+  $("lanes-health").replaceChildren(...failing.map(([id, p]) => {
+    const f = p.last_failed;
+    const recent = Date.now() / 1000 - f.t < 900;
+    return Z.el("span", {class: "chip " + (recent ? "bad" : "warn"), title: f.reason},
+      `${id}: ${p.bags_failed} bag${p.bags_failed > 1 ? "s" : ""} NOT screened`,
+      Z.el("em", {}, ` — last ${f.bag_id || "?"} ${Z.ago(f.t)}: ${f.reason.slice(0, 60)}`));
+  }));
   const devs = Object.entries(s.devices || {}).sort();
   $("devices").replaceChildren(...devs.map(([id, h]) => {
     const cls = h.state === "ok" ? "good" : ["starting", "reconnecting", "stalled"].includes(h.state) ? "warn" : "bad";
