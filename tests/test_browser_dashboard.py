@@ -28,8 +28,10 @@ def central(tmp_path):
         devs = {"L1.source": {"state": "ok"}, "L1.control": {"state": "ok"}, "rx1.source": {"state": "ok"}}
         if cp == "cp-east-02":
             devs["rx1.source"] = {"state": "stalled", "last_error": "rtl_tcp stalled"}
+        lanes = {"L1": {"bags_failed": 1, "last_failed": {"bag_id": "B77", "t": now - 40,
+                                                          "reason": "OSError: [Errno 28] No space left on device"}}}
         store.seen(cp, now - (900 if cp == "cp-west-04" else 1), backlog=i * 2 if cp != "cp-west-04" else 57,
-                   health={"devices": devs}, health_t=now,
+                   health={"devices": devs, "pipelines": lanes if cp == "cp-south-03" else {}}, health_t=now,
                    skew_s=0.01 * i)
     kinds = [("xray.narcotics", "high"), ("rf.unlicensed", "medium"), ("xray.weapon", "critical"),
              ("rf.drone", "high"), ("xray.currency", "medium"), ("xray.concealment", "medium")]
@@ -56,6 +58,9 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     page.wait_for_selector("#cp-table tr[data-cp='cp-west-04']")
     assert "OFFLINE" in page.inner_text("#cp-table tr[data-cp='cp-west-04']")
     assert "degraded" in page.inner_text("#cp-table tr[data-cp='cp-east-02']")
+    south = "#cp-table tr[data-cp='cp-south-03'] .chip"
+    assert page.inner_text(south) == "bags NOT screened" and "bad" in page.get_attribute(south, "class")
+    assert "L1: bag B77 not screened" in page.get_attribute(south, "title")
     assert "3/4 checkpoints online" in page.inner_text("#summary")
     assert page.locator("#feed tbody tr").count() == 12
 

@@ -61,7 +61,12 @@ def central(tmp_path):
     now = time.time()
     store.seen("cp-north", now, backlog=3, skew_s=0.012, health_t=now,
                health={"devices": {"L1.source": {"state": "ok"},
-                                   "rx1.source": {"state": "stalled", "last_error": "no samples"}}})
+                                   "rx1.source": {"state": "stalled", "last_error": "no samples"}},
+                       "pipelines": {"L1": {"bags_failed": 2, "last_failed": {
+                                         "bag_id": "B9", "t": now - 60, "reason": "OSError: disk full"}},
+                                     "L2": {"bags_failed": 1, "last_failed": {
+                                         "bag_id": "B1", "t": now - 3600, "reason": "an hour ago"}},
+                                     "rx1": {"frames": 10}}})
     store.seen("cp-south", now - 600, backlog=120)
     yield store, data
     store.close()
@@ -101,6 +106,9 @@ def test_checkpoints_online_offline_backlog_health(dash):
     assert cps["cp-north"]["backlog"] == 3 and cps["cp-south"]["backlog"] == 120
     assert cps["cp-north"]["devices_bad"] == ["rx1.source"] and cps["cp-north"]["devices_total"] == 2
     assert cps["cp-north"]["clock_skew_s"] == pytest.approx(0.012)
+    # a lane that let a bag through unscreened in the last 15 min; one an hour ago no longer counts
+    assert list(cps["cp-north"]["lanes_failing"]) == ["L1"] and cps["cp-north"]["lanes_failing"]["L1"]["bag_id"] == "B9"
+    assert cps["cp-south"]["lanes_failing"] == {}
 
 
 def test_feed_filters_detail_and_evidence(dash):

@@ -37,6 +37,7 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 SENDABLE = ("watchlist", "frequency_plan")
 SENDING_ROLES = ("supervisor",)
 ROLE_RULES = {"/engineer": ("engineer", "supervisor"), "/api/engineer": ("engineer", "supervisor")}
+LANE_FAILED_RECENT_S = 900.0  # a lane's unscreened bag marks its checkpoint degraded this long (as on the console)
 OFFLINE_AFTER_S = 15.0  # no heartbeat for this long -> offline (the sender beats every 2 s by default)
 def fast_json(obj) -> Response:
     """Plain json.dumps: FastAPI's jsonable_encoder walks every value first, several times slower for a
@@ -79,6 +80,11 @@ def checkpoint_row(c, now: float) -> dict:
     devs = (c.health or {}).get("devices") or {}
     d["devices_total"] = len(devs)
     d["devices_bad"] = sorted(k for k, h in devs.items() if isinstance(h, dict) and h.get("state") != "ok")
+    # lanes that let a bag through unscreened lately (their processing failed: edge_agent/xray_lane.py)
+    lanes = (c.health or {}).get("pipelines") or {}
+    d["lanes_failing"] = {k: p["last_failed"] for k, p in sorted(lanes.items()) if isinstance(p, dict)
+                          and isinstance(p.get("last_failed"), dict)
+                          and now - float(p["last_failed"].get("t") or 0) < LANE_FAILED_RECENT_S}
     return d
 
 

@@ -15,13 +15,16 @@ function decisionText(d) {
 function renderCheckpoints() {
   const tb = document.querySelector("#cp-table tbody");
   tb.replaceChildren(...D.cps.map((c) => {
-    const cls = c.online ? (c.devices_bad.length ? "warn" : "good") : "bad";
-    const state = c.online ? (c.devices_bad.length ? "degraded" : "online") : "OFFLINE";
+    const failing = Object.entries(c.lanes_failing || {});
+    const cls = c.online ? (failing.length ? "bad" : c.devices_bad.length ? "warn" : "good") : "bad";
+    const state = c.online ? (failing.length ? "bags NOT screened" : c.devices_bad.length ? "degraded" : "online") : "OFFLINE";
+    const why = [...(c.devices_bad.length ? ["not ok: " + c.devices_bad.join(", ")] : []),
+                 ...failing.map(([lane, f]) => `${lane}: bag ${f.bag_id} not screened ${Z.ago(f.t)}: ${f.reason}`)].join("\n");
     return Z.el("tr", {"data-cp": c.id},
       Z.el("td", {}, Z.el("input", {type: "checkbox", class: "pick", checked: D.chosen.has(c.id),
         onchange: (e) => { e.target.checked ? D.chosen.add(c.id) : D.chosen.delete(c.id); renderTargets(); }})),
       Z.el("td", {}, Z.el("b", {}, c.id)),
-      Z.el("td", {}, Z.el("span", {class: "chip " + cls, title: c.devices_bad.length ? "not ok: " + c.devices_bad.join(", ") : ""}, state)),
+      Z.el("td", {}, Z.el("span", {class: "chip " + cls, title: why}, state)),
       Z.el("td", {}, Z.ago(c.last_seen)),
       Z.el("td", {}, c.backlog ?? "—"),
       Z.el("td", {title: c.devices_bad.join(", ")}, c.devices_total ? `${c.devices_total - c.devices_bad.length}/${c.devices_total} ok` : "—"),
