@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import threading
+from pathlib import Path
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -15,6 +17,26 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, sync_dir: bool = False) -> None:
+    """Write a whole file or none: to a dotfile beside it, fsynced, then renamed over the name (a
+    reader never sees half a file, a crash leaves the old one or the new one). sync_dir also makes
+    the name durable (fsync_dir), for writes that are acknowledged to someone as kept. A write that
+    fails (disk full, the name taken by a folder) leaves no temporary file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def _load_syncfs():

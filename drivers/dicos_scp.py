@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from common.durable import write_atomic
 from drivers.base import HealthMixin, XrayFrame, backoff_delays
 from drivers.dicos import (
     DICOS_CLASSES,
@@ -43,7 +44,6 @@ from drivers.dicos import (
     DicosImage,
     DicosRefused,
     EnergyPairer,
-    frame_from_pair,
     from_dataset,
 )
 from drivers.registry import register
@@ -259,39 +259,8 @@ class DicosScpSource(HealthMixin):
         folder fsynced. Named by its SOP instance UID, so a scanner's retry of the same image
         replaces it rather than making a second bag."""
         name = "".join(c if c.isalnum() or c in ".-" else "_" for c in (img.sop_instance or "")) or f"{time.time_ns()}"
-        data = event.encoded_dataset(include_meta=True)
-        tmp = self.inbox / f".{name}.{threading.get_ident()}.part"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.inbox / f"{name}.dcs")
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fd = os.open(self.inbox, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(self.inbox / f"{name}.dcs", event.encoded_dataset(include_meta=True), sync_dir=True)
 
-    def _refuse(self, event, reason: str):
-        self._inc("refused")
-        self._error(f"refused C-STORE from {_peer(event)}: {reason}")
-        log.warning("C-STORE from %s refused: %s", _peer(event), reason)
-        return _status(STATUS_CANNOT_UNDERSTAND, reason)
-
-    def _release(self, pairs) -> None:
-        """Called with the lock held."""
-        for pair in pairs:
-            frame = frame_from_pair(pair, self.url, time.time())
-            self.counters["pairs" if pair.high is not None and pair.low is not None else "singles"] += 1
-            self._frames.append(frame)
-        if pairs:
-            self._ready.notify_all()
-
-    # -- the FrameSource interface --------------------------------------------------------------
     def frames(self, stop: threading.Event) -> Iterator[XrayFrame]:
         if self._spool is not None:
             yield from self._inbox_frames(stop)

@@ -13,28 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 
+from common.durable import write_atomic
 from edge_agent.alerts import Evidence
 from edge_agent.store import Store
 
 log = logging.getLogger("zastava.evidence")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a write that fails (disk full, the name taken) leaves nothing behind
-        raise
 
 
 class FileStore:

@@ -91,6 +91,10 @@ class BagEvents:
             return dict(self.bags[bag_id]) if bag_id and bag_id in self.bags else None
 
 
+class NotScreened(Exception):
+    """The bag's images cannot be screened (the detector refused them); the message says why."""
+
+
 class XrayLane:
     def __init__(self, cfg: AgentConfig, lane: LaneConfig, detector, state: AgentState, store_path,
                  files_root, fusion: Fusion, stop: threading.Event):
@@ -162,15 +166,16 @@ class XrayLane:
             self.process(frame, arrived)
         except Exception as e:
             # not screened: said loudly, counted, and its files set aside by the spool rather than
-            # filed as done (the Worker logs the traceback and counts the error)
-            reason = f"{type(e).__name__}: {e}"
+            # filed as done; the console shows officers the lane's last unscreened bag
+            reason = str(e) if isinstance(e, NotScreened) else f"{type(e).__name__}: {e}"
             self.counters["bags_failed"] += 1
-            # the console shows officers the lane's last unscreened bag (edge_agent/console)
             self.last_failed = {"bag_id": frame.bag_id, "t": time.time(), "reason": reason[:300]}
             log.error("%s: bag %s NOT screened: %s", self.lane.id, frame.bag_id, reason)
             if done is not None:
                 done.set(reason)
-            raise
+            if not isinstance(e, NotScreened):
+                raise  # our fault, not the image's: the Worker logs the traceback and counts it
+            return
         if done is not None:
             done.set()
 
@@ -182,10 +187,9 @@ class XrayLane:
         try:
             findings = self.detector.detect(frame.high, frame.low)
             detect_ms = 1000 * (time.monotonic() - t_detect)
-        except ValueError as e:
+        except ValueError as e:  # the bag goes unscreened: never quietly
             self.counters["bad_frames"] += 1
-            log.warning("%s: frame of bag %s refused by the detector: %s", self.lane.id, bag_id, e)
-            return []
+            raise NotScreened(f"refused by the detector: {e}") from e
         display = pseudocolor(frame.high, frame.low)
         ts = datetime.fromtimestamp(frame.t, UTC).strftime("%Y%m%d")
         frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)

@@ -378,25 +378,34 @@ def findings_of(tmp, images: dict[str, tuple]) -> dict[str, set]:
 
 
 def test_a_bag_that_cannot_be_screened_is_set_aside_not_filed_as_done(tmp_path):
-    """A bag whose processing fails (here its frame cannot be written: a directory has its name)
-    is not acknowledged as screened: its files go to the spool's bad/ with the reason, the lane
-    counts it, the other bags go on; once the fault is cleared, copying its files back screens
-    it and its alerts are committed."""
+    """A bag whose processing fails (here its frame cannot be written: a directory has its name),
+    or whose images the detector refuses (12 x 12 pixels), is not acknowledged as screened: its
+    files go to the spool's bad/ with the reason, the lane counts it, the other bags go on; once
+    the fault is cleared, copying the first bag's files back screens it and alerts."""
     import shutil
 
     bags = {"FIRST": "1.2.826.0.1.3680043.8.498.1", "JAMMED": "1.2.826.0.1.3680043.8.498.2",
             "AFTER": "1.2.826.0.1.3680043.8.498.3"}
     spool = weapon_spool(tmp_path, bags)
+    from tests.test_dicos import bag_image, make_dx
+
+    for energy in ("high", "low"):  # a readable DICOS pair the detector refuses: 12 x 12 pixels
+        make_dx(bag_image(12, 12, seed=3), energy=energy, bag_id="TINY", study="1.2.826.0.1.3680043.8.498.9",
+                series="1.2.826.0.1.3680043.8.498.10").save_as(spool / f"TINY_{energy}.dcs", enforce_file_format=True)
     blocked = block_raw_file(tmp_path / "agent" / "files", "JAMMED.jpg")
     cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"spool://{spool}"}})
     agent = start_agent(tmp_path, cfg)
     try:
-        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 4 and len(list(spool.glob("bad/*.dcs"))) == 2,
-                 timeout=90, what="two bags screened, one set aside", on_timeout=lambda: agent.text()[-3000:])
-        assert sorted(p.name for p in spool.glob("bad/*.dcs")) == ["JAMMED_high.dcs", "JAMMED_low.dcs"]
+        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 4 and len(list(spool.glob("bad/*.dcs"))) == 4,
+                 timeout=90, what="two bags screened, two set aside", on_timeout=lambda: agent.text()[-3000:])
+        assert sorted(p.name for p in spool.glob("bad/*.dcs")) == [
+            "JAMMED_high.dcs", "JAMMED_low.dcs", "TINY_high.dcs", "TINY_low.dcs"]
         reason = (spool / "bad" / "JAMMED_high.dcs.reason.txt").read_text()
         assert reason.startswith("not screened: ") and "JAMMED.jpg" in reason, reason
-        wait_for(lambda: lane_counter(cfg, "bags_failed") == 1, timeout=15, what="the failure in /metrics")
+        reason = (spool / "bad" / "TINY_low.dcs.reason.txt").read_text()
+        assert reason.startswith("not screened: refused by the detector: ") and "too small" in reason, reason
+        wait_for(lambda: lane_counter(cfg, "bags_failed") == 2, timeout=15, what="the failures in /metrics")
+        assert lane_counter(cfg, "bad_frames") == 1
         assert set(alerts_by_bag(read_alerts(tmp_path))) == {"FIRST", "AFTER"}
         for p in blocked:  # the engineer clears the fault and feeds the bag again
             shutil.rmtree(p)
@@ -408,7 +417,7 @@ def test_a_bag_that_cannot_be_screened_is_set_aside_not_filed_as_done(tmp_path):
         assert agent.terminate() < 5.0 and agent.p.returncode == 0, agent.text()[-3000:]
     finally:
         agent.terminate()
-    assert "bag JAMMED NOT screened" in agent.text()
+    assert "bag JAMMED NOT screened" in agent.text() and "bag TINY NOT screened: refused by the detector" in agent.text()
     assert alerts_by_bag(read_alerts(tmp_path)) == spool_findings(tmp_path, spool / "done", bags)
     assert not list((tmp_path / "agent" / "files").rglob("*.tmp")), "a failed write leaves no temporary file"
 
