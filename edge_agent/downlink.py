@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
+
+from common.durable import write_atomic
 
 log = logging.getLogger("zastava.downlink")
 
@@ -55,10 +56,4 @@ class Downlink:
             log.info("downlink %s applied to %d receiver(s)", kind, len(self.receivers))
 
     def _persist(self, kind: str, doc: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{kind}.json.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"kind": kind, "applied": time.time(), "doc": doc}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / f"{kind}.json")
+        write_atomic(self.dir / f"{kind}.json", json.dumps({"kind": kind, "applied": time.time(), "doc": doc}).encode())

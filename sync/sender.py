@@ -33,6 +33,7 @@ import sqlite_utils
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from common.durable import write_atomic
 from sync import outbox, wire
 from sync.keys import load_pair, load_public
 
@@ -416,13 +417,7 @@ def _plain_json(v: object) -> object:
 # --- standalone process ------------------------------------------------------------------------------
 def _write_doc(folder: Path, kind: str, doc: dict) -> None:
     """The CLI's downlink handler: the document lands atomically as <folder>/<kind>.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{kind}.json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / f"{kind}.json")
+    write_atomic(folder / f"{kind}.json", json.dumps(doc).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
