@@ -44,6 +44,7 @@ from drivers.dicos import (
     DicosImage,
     DicosRefused,
     EnergyPairer,
+    frame_from_pair,
     from_dataset,
 )
 from drivers.registry import register
@@ -244,6 +245,21 @@ class DicosScpSource(HealthMixin):
             self._release(pairs)
         return STATUS_SUCCESS
 
+    def _refuse(self, event, reason: str):
+        self._inc("refused")
+        self._error(f"refused C-STORE from {_peer(event)}: {reason}")
+        log.warning("C-STORE from %s refused: %s", _peer(event), reason)
+        return _status(STATUS_CANNOT_UNDERSTAND, reason)
+
+    def _release(self, pairs) -> None:
+        """Called with the lock held."""
+        for pair in pairs:
+            frame = frame_from_pair(pair, self.url, time.time())
+            self.counters["pairs" if pair.high is not None and pair.low is not None else "singles"] += 1
+            self._frames.append(frame)
+        if pairs:
+            self._ready.notify_all()
+
     def _backlog(self) -> int:
         """Images received and not yet screened."""
         if self.inbox is None:
@@ -261,6 +277,7 @@ class DicosScpSource(HealthMixin):
         name = "".join(c if c.isalnum() or c in ".-" else "_" for c in (img.sop_instance or "")) or f"{time.time_ns()}"
         write_atomic(self.inbox / f"{name}.dcs", event.encoded_dataset(include_meta=True), sync_dir=True)
 
+    # -- the FrameSource interface --------------------------------------------------------------
     def frames(self, stop: threading.Event) -> Iterator[XrayFrame]:
         if self._spool is not None:
             yield from self._inbox_frames(stop)
