@@ -66,7 +66,8 @@ def central(tmp_path):
                                          "bag_id": "B9", "t": now - 60, "reason": "OSError: disk full"}},
                                      "L2": {"bags_failed": 1, "last_failed": {
                                          "bag_id": "B1", "t": now - 3600, "reason": "an hour ago"}},
-                                     "rx1": {"frames": 10}}})
+                                     "rx1": {"frames": 10}, "L3": {"last_failed": {"t": "garbled"}},
+                                     "L4": "not a map"}})
     store.seen("cp-south", now - 600, backlog=120)
     yield store, data
     store.close()

@@ -82,10 +82,17 @@ def checkpoint_row(c, now: float) -> dict:
     d["devices_bad"] = sorted(k for k, h in devs.items() if isinstance(h, dict) and h.get("state") != "ok")
     # lanes that let a bag through unscreened lately (their processing failed: edge_agent/xray_lane.py)
     lanes = (c.health or {}).get("pipelines") or {}
-    d["lanes_failing"] = {k: p["last_failed"] for k, p in sorted(lanes.items()) if isinstance(p, dict)
-                          and isinstance(p.get("last_failed"), dict)
-                          and now - float(p["last_failed"].get("t") or 0) < LANE_FAILED_RECENT_S}
+    d["lanes_failing"] = {k: p["last_failed"] for k, p in sorted(lanes.items())
+                          if now - _failed_at(p) < LANE_FAILED_RECENT_S} if isinstance(lanes, dict) else {}
     return d
+
+
+def _failed_at(pipeline) -> float:
+    """When a pipeline's last unscreened bag was, from a checkpoint's health report; -inf when it
+    reports none or something unreadable (a health report must never break the checkpoint list)."""
+    f = pipeline.get("last_failed") if isinstance(pipeline, dict) else None
+    t = f.get("t") if isinstance(f, dict) else None
+    return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else float("-inf")
 
 
 def feed_row(a: dict, decisions: list[dict]) -> dict:
