@@ -357,3 +357,24 @@ def test_an_inbox_sets_aside_a_bag_the_consumer_could_not_screen(tmp_path):
         stop.set()
         th.join(5)
         src.close()
+
+
+def test_an_image_the_inbox_cannot_keep_is_not_acknowledged(tmp_path):
+    """Success only for what is on disk: when the inbox cannot take an image (here its name is
+    taken by a folder; a full disk fails the same way) the scanner hears 0xA700 and keeps it; its
+    retry succeeds once the fault is cleared, and no temporary file is left either way."""
+    inbox = tmp_path / "inbox"
+    src = DicosScpSource("dicos-scp://127.0.0.1:0?ae=ZASTAVA", inbox=inbox)
+    uid = generate_uid()
+    (inbox / f"{uid}.dcs" / "taken").mkdir(parents=True)
+    assoc = scu(src.port, [(DICOS_DX_PROCESSING, ExplicitVRLittleEndian)])
+    try:
+        st = assoc.send_c_store(make_dx(bag_image(), energy=None, bag_id="RETRY", sop_uid=uid))
+        assert st.Status == 0xA700 and "retry later" in st.ErrorComment
+        assert "cannot write to the inbox" in src.health().last_error
+        shutil.rmtree(inbox / f"{uid}.dcs")
+        assert assoc.send_c_store(make_dx(bag_image(), energy=None, bag_id="RETRY", sop_uid=uid)).Status == 0x0000
+    finally:
+        assoc.release()
+        src.close()
+    assert [p.name for p in inbox.iterdir() if not p.name.startswith(".zastava")] == [f"{uid}.dcs"]
