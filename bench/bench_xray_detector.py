@@ -13,6 +13,8 @@ shipped model, beside a bare onnxruntime `run` on the same preprocessed input in
                   for one thread
   overhead        (detect p50 - bare p50) / bare p50: what our code adds around the networks;
                   also per round (each round: all bags ours, then all bare), to show its spread
+  split           the overhead's parts: our own steps (timed in place) and the networks' runs
+                  inside detect() against the same runs back to back (the caches our steps empty)
   also: the preprocessing alone, the pseudo-colour image (console), the physics baseline.
 
 Bags come from the simulator (hw_sim.xray), a fixed seed, a mix of classes and clean bags.
@@ -154,19 +156,53 @@ def main(argv: list[str] | None = None) -> int:
                 feeds[i] = {"crop": np.stack([crop_input(h, lo, b) for b in boxes]),
                             "box": box_features(boxes, np.array([f.score for f in cand], np.float32))}
 
+    net_s = {"detector": 0.0, "verifier": 0.0, "frames": 0}  # the bare rounds' networks, each on its own
+    # the verifier's session is detect()'s own (one session, as the bare detector's is not): bound
+    # here, before the in-place timing below wraps it for detect()
+    verify = verifier.session.run if verifier is not None else None
+
     def bare_runs(i: int) -> None:
+        t0 = time.perf_counter()
         bare.run(None, {name: tensors[i]})
+        t1 = time.perf_counter()
         if feeds[i] is not None:
-            verifier.session.run(None, feeds[i])
+            verify(None, feeds[i])
+        t2 = time.perf_counter()
+        net_s["detector"] += t1 - t0
+        net_s["verifier"] += t2 - t1
+        net_s["frames"] += 1
 
     for i in range(3):  # warm all sessions up
         bare_runs(i)
         det.detect(*pairs[i])
-    # interleave ours and bare per round so both see the same machine load
+    net_s.update(detector=0.0, verifier=0.0, frames=0)
+    # interleave ours and bare per round so both see the same machine load. The networks' runs
+    # inside detect() are timed in the same rounds (a wrapper of a few hundred ns around each
+    # session.run, restored afterwards), so that the overhead can be split without comparing
+    # figures from passes minutes apart
+    in_place = {"detector": 0.0, "verifier": 0.0}
+    restore = []
+    for key, sess in (("detector", det.session), ("verifier", verifier.session if verifier is not None else None)):
+        if sess is None:
+            continue
+        run = sess.run
+
+        def timed_run(*args, _run=run, _key=key, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _run(*args, **kw)
+            finally:
+                in_place[_key] += time.perf_counter() - t0
+        sess.run = timed_run
+        restore.append((sess, run))
     t_ours, t_bare = [], []
-    for _ in range(repeats):
-        t_ours.append(timed(lambda p: det.detect(*p), pairs, 1))
-        t_bare.append(timed(bare_runs, range(len(pairs)), 1))
+    try:
+        for _ in range(repeats):
+            t_ours.append(timed(lambda p: det.detect(*p), pairs, 1))
+            t_bare.append(timed(bare_runs, range(len(pairs)), 1))
+    finally:
+        for sess, run in restore:
+            sess.run = run
     # each round's own overhead (its 40 bags ours, then the same 40 bare): how much the figure
     # moves within one run on this machine, which a single p50 over all rounds hides
     per_round = [(float(np.median(o)) - float(np.median(b))) / float(np.median(b)) * 100
@@ -196,11 +232,28 @@ def main(argv: list[str] | None = None) -> int:
           "with the timers)")
     for k, v in stages.items():
         print(f"  {k:<30}{v:>8.3f}")
+    # Where the overhead goes (means a frame, all from the same rounds): our own steps, and the
+    # networks themselves running slower inside detect() than back to back (our steps between two
+    # runs evict their weights and buffers from the caches; no code of ours runs in that time)
+    bare_ms = {k: net_s[k] / max(1, net_s["frames"]) * 1e3 for k in ("detector", "verifier")}
+    place_ms = {k: v / len(t_ours) * 1e3 for k, v in in_place.items()}
+    ours_ms = float(t_ours.mean()) * 1e3 - sum(place_ms.values())
+    slower_ms = sum(place_ms.values()) - sum(bare_ms.values())
+    split = {"bare_detector_ms": round(bare_ms["detector"], 3), "bare_verifier_ms": round(bare_ms["verifier"], 3),
+             "in_place_detector_ms": round(place_ms["detector"], 3), "in_place_verifier_ms": round(place_ms["verifier"], 3),
+             "our_steps_ms": round(ours_ms, 3), "networks_slower_in_place_ms": round(slower_ms, 3),
+             "our_steps_pct": round(ours_ms / sum(bare_ms.values()) * 100, 2),
+             "networks_slower_pct": round(slower_ms / sum(bare_ms.values()) * 100, 2)}
+    print(f"\nthe overhead's parts (means a frame, against the bare networks' {sum(bare_ms.values()):.2f} ms: "
+          f"detector {bare_ms['detector']:.2f}, verifier {bare_ms['verifier']:.2f})")
+    print(f"  our own steps                 {ours_ms:>8.3f} ms  {split['our_steps_pct']:+.1f} %")
+    print(f"  the networks, slower in place {slower_ms:>8.3f} ms  {split['networks_slower_pct']:+.1f} %  "
+          f"(detector {place_ms['detector']:.2f}, verifier {place_ms['verifier']:.2f} ms in place)")
     out = {"bench": "xray_detector", "quick": a.quick, "model": str(a.model), "threads": 1, "opencv_threads": cv2.getNumThreads(), "bags": n_bags,
            "repeats": repeats, "rows": rows, "overhead_pct_p50": round(overhead, 2),
            "overhead_pct_mean": round(overhead_mean, 2),
            "overhead_pct_rounds": [round(r, 2) for r in per_round],
-           "stages_ms": stages,
+           "stages_ms": stages, "overhead_split": split,
            "verified_per_bag": round(float(np.mean([0 if f is None else len(f["box"]) for f in feeds])), 2),
            "loadavg_1m": round(os.getloadavg()[0], 2),
            "cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__}
