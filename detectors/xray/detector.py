@@ -11,6 +11,7 @@ against the layout there: a wrong model fails when the agent starts, not on the 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
 import math
@@ -481,7 +482,19 @@ class OnnxDetector:
         return describe(kept, self.class_names, m)
 
 
-_LTRB_SIGN = np.array([[-1.0], [-1.0], [1.0], [1.0]])
+@functools.lru_cache(maxsize=8)
+def _zastava_grid(in_hw: tuple[int, int], img_hw: tuple[int, int], h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """For our head's grid of h x w cells: each cell's centre in image pixels as (cx, cy, cx, cy)
+    rows [4, h*w], and the signs and scales that turn its ltrb distances into box sides [4, 1].
+    Computed once per geometry: made afresh on every frame they were half of decode's numpy
+    calls, and after the network's run each call costs several times its hot price (cold code;
+    bench/bench_xray_detector.py)."""
+    sy, sx = img_hw[0] / in_hw[0], img_hw[1] / in_hw[1]
+    stride_y, stride_x = in_hw[0] / h, in_hw[1] / w
+    y, x = np.divmod(np.arange(h * w), w)
+    ctr = np.array(((x + 0.5) * stride_x, (y + 0.5) * stride_y) * 2)
+    scale = np.array([[sx], [sy], [sx], [sy]])
+    return ctr * scale, np.array([[-1.0], [-1.0], [1.0], [1.0]]) * scale
 
 
 def decode_zastava(heat: np.ndarray, ltrb: np.ndarray, in_hw: tuple[int, int],
@@ -489,11 +502,10 @@ def decode_zastava(heat: np.ndarray, ltrb: np.ndarray, in_hw: tuple[int, int],
     """Our head: heat [1, C, h, w] already peak-filtered in the graph (3x3 max-pool keeps local
     maxima only); ltrb [1, 4, h, w] = distances from the cell centre to the box sides, in input
     pixels. Boxes are scaled from the model input to the image."""
-    hm = heat[0]
-    _, h, w = hm.shape
+    _, _, h, w = heat.shape
     # flat indices, then divmod: np.nonzero on the 3-D map costs twice as much, a handful of
     # candidates being all there is to unravel
-    flat_hm = hm.reshape(-1)
+    flat_hm = heat.reshape(-1)
     idx = np.flatnonzero(flat_hm >= MIN_CANDIDATE_SCORE)
     if len(idx) == 0:
         return Candidates.empty()
@@ -502,12 +514,9 @@ def decode_zastava(heat: np.ndarray, ltrb: np.ndarray, in_hw: tuple[int, int],
         top = np.argpartition(-scores, MAX_CANDIDATES)[:MAX_CANDIDATES]
         idx, scores = idx[top], scores[top]
     c, cell = np.divmod(idx, h * w)
-    y, x = np.divmod(cell, w)
-    sy, sx = img_hw[0] / in_hw[0], img_hw[1] / in_hw[1]
-    stride_y, stride_x = in_hw[0] / h, in_hw[1] / w
-    # centre (cx, cy, cx, cy) plus the signed distances (-l, -t, +r, +b), scaled to the image
-    ctr = np.array(((x + 0.5) * stride_x, (y + 0.5) * stride_y) * 2)
-    boxes = (ctr + ltrb[0].reshape(4, -1)[:, cell] * _LTRB_SIGN) * np.array([[sx], [sy], [sx], [sy]])
+    ctr, signed_scale = _zastava_grid(tuple(in_hw), tuple(img_hw), h, w)
+    # centre plus the signed distances (-l, -t, +r, +b), all scaled to the image
+    boxes = ctr[:, cell] + ltrb.reshape(4, -1)[:, cell] * signed_scale
     return Candidates(boxes.T.astype(np.float32), scores.astype(np.float32), c)
 
 
