@@ -28,6 +28,10 @@ _BUILTIN: dict[tuple[str, str], str] = {
 }
 
 
+# (kind, scheme) -> a light module whose url_options(url) checks the URL's query (no driver imports)
+_URL_OPTIONS: dict[tuple[str, str], str] = {("xray", "spool"): "drivers.spool_options"}
+
+
 class UnknownScheme(ValueError):
     pass
 
@@ -75,6 +79,8 @@ def validate_url(kind: str, url: str) -> None:
     and does not need pynetdicom or OpenCV to say a URL is well-formed.
     """
     sch = scheme_of(url)
+    if (kind, sch) in _URL_OPTIONS:  # a scheme whose options are checked too (raises ValueError)
+        importlib.import_module(_URL_OPTIONS[(kind, sch)]).url_options(url)
     if (kind, sch) not in _REGISTRY and (kind, sch) not in _BUILTIN:
         raise UnknownScheme(
             f"no {kind} driver for URL scheme '{sch}://' (known: {', '.join(schemes(kind)) or 'none'})"

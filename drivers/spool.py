@@ -18,6 +18,12 @@ Crash safety, in order of the steps:
     as if it had been; copying it back into the spool (a new file version) screens it again.
 Pairs wait up to `pair_timeout_s` for their partner, then go out single-energy with a note in
 meta (not set aside: a bag screened on one energy is better than a bag not screened at all).
+
+Options in the URL's query (`spool:///var/spool/zastava/xray?after=delete`): `after` = move (to
+`done/`, the default), delete or keep; `done_days` = how long screened files stay in `done/`
+(default 7; the agent keeps its own raw frame and TDR of each bag). A box that runs for months
+must not fill its disk with a scanner's images: done/ is pruned with the ledger, hourly and at
+each start. `bad/` is never pruned: what is there waits for an engineer.
 """
 
 from __future__ import annotations
@@ -36,12 +42,12 @@ from drivers.base import HealthMixin, XrayFrame, backoff_delays
 from drivers.dicos import DicosImage, DicosRefused, EnergyPairer, Pair, frame_from_pair, read_dicos
 from drivers.imagefiles import IMAGE_SUFFIXES, ImageFile, ImageRefused, parse_name, read_image_file
 from drivers.registry import register
+from drivers.spool_options import AFTER_CHOICES, url_options
 
 log = logging.getLogger("zastava.drivers.spool")
 
 DICOS_SUFFIXES = {".dcs", ".dcm", ".dicom"}
 LEDGER_NAME = ".zastava-spool.sqlite"
-AFTER_CHOICES = ("move", "delete", "keep")
 
 
 @dataclass
@@ -110,7 +116,8 @@ class SpoolSource(HealthMixin):
     """A folder watched by polling (portable to NFS/SMB mounts, where inotify sees nothing)."""
 
     def __init__(self, url: str, *, poll_s: float = 0.5, settle_s: float = 1.0, pair_timeout_s: float = 10.0,
-                 after: str = "move", max_pending: int = 64, prune_after_s: float = 7 * 86400):
+                 after: str = "move", max_pending: int = 64, prune_after_s: float = 7 * 86400,
+                 done_days: float = 7.0):
         if after not in AFTER_CHOICES:
             raise ValueError(f"{url}: after={after!r}; one of {', '.join(AFTER_CHOICES)}")
         self.url = url
@@ -119,9 +126,11 @@ class SpoolSource(HealthMixin):
         self.settle_s = settle_s
         self.after = after
         self.prune_after_s = prune_after_s
+        self.done_days = done_days
         self.pairer: EnergyPairer[Entry] = EnergyPairer(pair_timeout_s, max_pending)
         self._init_health(url, "xray")
-        self.counters = {"files": 0, "bad": 0, "failed": 0, "frames": 0, "pairs": 0, "singles": 0, "duplicates": 0}
+        self.counters = {"files": 0, "bad": 0, "failed": 0, "frames": 0, "pairs": 0, "singles": 0, "duplicates": 0,
+                         "pruned": 0}
         self.ledger: Ledger | None = None
         self._seen: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, stable since)
         self._held: set[str] = set()
@@ -162,6 +171,32 @@ class SpoolSource(HealthMixin):
             self.ledger.prune(present, self.prune_after_s)
         except (OSError, sqlite3.Error) as e:
             log.warning("%s: pruning the ledger failed: %s", self.url, e)
+        self._prune_done()
+
+    def _prune_done(self) -> None:
+        """Delete screened files in done/ older than done_days (by their time stamp, which the
+        move keeps: the scanner's write time)."""
+        done = self.dir / "done"
+        cutoff = time.time() - self.done_days * 86400
+        removed = 0
+        try:
+            entries = list(os.scandir(done))
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("%s: cannot list done/ to prune it: %s", self.url, e)
+            return
+        for e in entries:
+            try:
+                if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(e.path)
+                    removed += 1
+            except OSError as err:
+                log.warning("%s: cannot prune done/%s: %s", self.url, e.name, err)
+        if removed:
+            self.counters["pruned"] += removed
+            log.info("%s: pruned %d screened file(s) older than %g days from done/", self.url, removed,
+                     self.done_days)
 
     def _finish(self, name: str, size: int, mtime_ns: int, status: str, reason: str | None) -> None:
         src = self.dir / name
@@ -395,4 +430,4 @@ def _free_name(folder: Path, name: str) -> Path:
 
 @register("xray", "spool")
 def open_spool(url: str, **opts) -> SpoolSource:
-    return SpoolSource(url, **opts)
+    return SpoolSource(url, **{**url_options(url), **opts})

@@ -45,7 +45,7 @@ def _device_url(kind: str):
             raise ValueError(f"not a device URL (scheme://...): {v!r}")
         try:
             validate_url(kind, v)
-        except UnknownScheme as e:
+        except (UnknownScheme, ValueError) as e:
             raise ValueError(str(e)) from None
         return v
 

@@ -54,6 +54,8 @@ def test_example_config_in_repo_is_valid(tmp_path):
         (GOOD.replace('id = "lane1"', 'id = "lane1"\nspeed = 3'), "lanes[0].speed", "unknown key"),
         (GOOD.replace("center_hz = 433.92e6", 'center_hz = "fast"'), "receivers[0].center_hz", "number"),
         (GOOD.replace('"rtltcp://127.0.0.1:1234"', '"gopher://x"'), "receivers[0].source", "no iq driver"),
+        (GOOD.replace('zastava-spool"', 'zastava-spool?after=shred"'), "lanes[0].source", "one of move, delete"),
+        (GOOD.replace('zastava-spool"', 'zastava-spool?done_days=-1"'), "lanes[0].source", "more than 0"),
         (GOOD.replace('checkpoint_id = "CP-1"', ""), "checkpoint_id", "missing key"),
         (GOOD + '\n[central]\nendpoints=["tcp://127.0.0.1:7100"]\nserver_public_key="nope.key"\nsecret_key="no.key_secret"\n',
          "central.server_public_key", "file not found"),

@@ -327,6 +327,32 @@ def test_ledger_forgets_old_rows_of_files_gone_from_the_folder(tmp_path):
     assert names == ["here.png"]
 
 
+def test_done_is_pruned_after_done_days_and_bad_is_kept(tmp_path):
+    """A checkpoint's box runs for months: screened images in done/ go after done_days (their
+    time stamp), what is in bad/ stays for an engineer; the URL sets both options."""
+    old = time.time() - 8 * 86400
+    for folder, name in (("done", "OLD_high.dcs"), ("done", "NEW_high.dcs"), ("bad", "OLDBAD_high.dcs")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / name).write_bytes(b"x")
+    for p in (tmp_path / "done" / "OLD_high.dcs", tmp_path / "bad" / "OLDBAD_high.dcs"):
+        os.utime(p, (old, old))
+    dicos_pair(tmp_path, "D1")
+    t = Taker(open_frame_source(f"spool://{tmp_path}?done_days=7", **FAST))
+    try:
+        wait_for(lambda: len(t.frames) == 1, what="the pair")
+        wait_for(lambda: (tmp_path / "done" / "D1_low.dcs").exists(), what="the pair filed in done/")
+        assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["D1_high.dcs", "D1_low.dcs", "NEW_high.dcs"]
+        assert (tmp_path / "bad" / "OLDBAD_high.dcs").exists() and t.src.stats()["pruned"] == 1
+    finally:
+        t.close()
+    src = open_frame_source(f"spool://{tmp_path / 'other'}?after=delete&done_days=0.5")
+    assert (src.after, src.done_days) == ("delete", 0.5)
+    for bad, why in (("?after=shred", "after="), ("?done_days=soon", "number of days"), ("?done_days=0", "more than 0"),
+                     ("?cleanup=1", "unknown spool option")):
+        with pytest.raises(ValueError, match=why):
+            open_frame_source(f"spool://{tmp_path}{bad}")
+
+
 # -- fuzz: whatever lands in the folder is a frame or a reasoned file in bad/, and counted ----------
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
