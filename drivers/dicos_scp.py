@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 from common.durable import write_atomic
 from drivers.base import HealthMixin, XrayFrame, backoff_delays
@@ -48,6 +48,7 @@ from drivers.dicos import (
     from_dataset,
 )
 from drivers.registry import register
+from drivers.url_options import dicos_scp_options
 
 log = logging.getLogger("zastava.drivers.dicos_scp")
 
@@ -83,23 +84,9 @@ def register_dicos_classes() -> None:
         _done = True
 
 
-def inbox_of(url: str) -> str | None:
-    """The `inbox` folder a dicos-scp URL names, if any."""
-    return (parse_qs(urlsplit(url).query).get("inbox") or [None])[0]
-
-
 def parse_url(url: str) -> tuple[str, int, str]:
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    try:
-        port = parts.port if parts.port is not None else 11112
-    except ValueError:
-        raise ValueError(f"{url}: bad port") from None
-    q = parse_qs(parts.query)
-    ae = (q.get("ae") or ["ZASTAVA"])[0]
-    if not 1 <= len(ae) <= 16 or not ae.isascii() or "\\" in ae:
-        raise ValueError(f"{url}: ae must be 1-16 ASCII characters (got {ae!r})")
-    return host, port, ae
+    """host, port and AE title of a dicos-scp URL (drivers/url_options.py)."""
+    return dicos_scp_options(url)[:3]
 
 
 class DicosScpSource(HealthMixin):
@@ -113,7 +100,7 @@ class DicosScpSource(HealthMixin):
         register_dicos_classes()
         self.url = url
         self.host, port, self.ae_title = parse_url(url)
-        inbox = inbox_of(url) or inbox
+        inbox = dicos_scp_options(url)[3] or inbox
         self.inbox = Path(inbox) if inbox else None
         self._spool = None
         if self.inbox is None:

@@ -28,8 +28,9 @@ _BUILTIN: dict[tuple[str, str], str] = {
 }
 
 
-# (kind, scheme) -> a light module whose url_options(url) checks the URL's query (no driver imports)
-_URL_OPTIONS: dict[tuple[str, str], str] = {("xray", "spool"): "drivers.spool_options"}
+# (kind, scheme) -> the function of drivers/url_options.py that reads (and checks) the URL's query
+_URL_OPTIONS: dict[tuple[str, str], str] = {("xray", "spool"): "spool_options",
+                                            ("xray", "dicos-scp"): "dicos_scp_options"}
 
 
 class UnknownScheme(ValueError):
@@ -80,7 +81,7 @@ def validate_url(kind: str, url: str) -> None:
     """
     sch = scheme_of(url)
     if (kind, sch) in _URL_OPTIONS:  # a scheme whose options are checked too (raises ValueError)
-        importlib.import_module(_URL_OPTIONS[(kind, sch)]).url_options(url)
+        getattr(importlib.import_module("drivers.url_options"), _URL_OPTIONS[(kind, sch)])(url)
     if (kind, sch) not in _REGISTRY and (kind, sch) not in _BUILTIN:
         raise UnknownScheme(
             f"no {kind} driver for URL scheme '{sch}://' (known: {', '.join(schemes(kind)) or 'none'})"

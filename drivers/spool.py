@@ -42,7 +42,7 @@ from drivers.base import HealthMixin, XrayFrame, backoff_delays
 from drivers.dicos import DicosImage, DicosRefused, EnergyPairer, Pair, frame_from_pair, read_dicos
 from drivers.imagefiles import IMAGE_SUFFIXES, ImageFile, ImageRefused, parse_name, read_image_file
 from drivers.registry import register
-from drivers.spool_options import AFTER_CHOICES, url_options
+from drivers.url_options import AFTER_CHOICES, spool_options
 
 log = logging.getLogger("zastava.drivers.spool")
 
@@ -430,4 +430,4 @@ def _free_name(folder: Path, name: str) -> Path:
 
 @register("xray", "spool")
 def open_spool(url: str, **opts) -> SpoolSource:
-    return SpoolSource(url, **{**url_options(url), **opts})
+    return SpoolSource(url, **{**spool_options(url), **opts})
