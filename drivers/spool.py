@@ -15,7 +15,7 @@ Crash safety, in order of the steps:
   * a file that cannot be read goes to `bad/` with `<name>.reason.txt` beside it, and is
     counted; it never stops the source. So does a bag the consumer could not screen (it sends
     the reason back into the generator as the value of the yield): it is not filed in `done/`
-    as if it had been; copying it back into the spool (a new file version) screens it again.
+    as if it had been; `zastava requeue` (edge_agent/requeue.py) puts it back to be screened.
 Pairs wait up to `pair_timeout_s` for their partner, then go out single-energy with a note in
 meta (not set aside: a bag screened on one energy is better than a bag not screened at all).
 

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("sync.keys", "make CURVE key pairs for checkpoints and hubs"),
     "eval": ("edge_agent.evaluate", "measure the detectors on a labelled dataset (the simulator's or your own)"),
     "calibrate": ("edge_agent.calibrate", "choose the X-ray detector's thresholds for a false-alarm budget"),
+    "requeue": ("edge_agent.requeue", "put bags a lane set aside (not screened) back into its spool"),
     "check-config": ("edge_agent.check_config", "validate a config file and exit (2 if bad)"),
 }
 

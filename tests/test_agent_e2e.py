@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent_rig import agent_config, ground_truth, spool_backlog, start_agent, start_sim, wait_bags
-from tests.conftest import wait_for
+from tests.conftest import run_zastava, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -381,7 +381,7 @@ def test_a_bag_that_cannot_be_screened_is_set_aside_not_filed_as_done(tmp_path):
     """A bag whose processing fails (here its frame cannot be written: a directory has its name),
     or whose images the detector refuses (12 x 12 pixels), is not acknowledged as screened: its
     files go to the spool's bad/ with the reason, the lane counts it, the other bags go on; once
-    the fault is cleared, copying the first bag's files back screens it and alerts."""
+    the fault is cleared, `zastava requeue` puts the first bag back and it is screened and alerts."""
     import shutil
 
     bags = {"FIRST": "1.2.826.0.1.3680043.8.498.1", "JAMMED": "1.2.826.0.1.3680043.8.498.2",
@@ -407,10 +407,15 @@ def test_a_bag_that_cannot_be_screened_is_set_aside_not_filed_as_done(tmp_path):
         wait_for(lambda: lane_counter(cfg, "bags_failed") == 2, timeout=15, what="the failures in /metrics")
         assert lane_counter(cfg, "bad_frames") == 1
         assert set(alerts_by_bag(read_alerts(tmp_path))) == {"FIRST", "AFTER"}
-        for p in blocked:  # the engineer clears the fault and feeds the bag again
+        for p in blocked:  # the engineer clears the fault and requeues what was not screened
             shutil.rmtree(p)
-        for p in spool.glob("bad/JAMMED_*.dcs"):
-            shutil.copy(p, spool / p.name)
+        dry = run_zastava("requeue", str(spool), "--dry-run")
+        assert dry.returncode == 0 and "2 file(s) would be requeued" in dry.stdout, dry.stdout + dry.stderr
+        assert len(list(spool.glob("bad/*.dcs"))) == 4, "a dry run moves nothing"
+        out = run_zastava("requeue", str(spool))  # TINY stays: it was refused, not a fault of ours
+        assert out.returncode == 0 and "2 file(s) requeued" in out.stdout, out.stdout + out.stderr
+        assert sorted(p.name for p in spool.glob("bad/*")) == [
+            "TINY_high.dcs", "TINY_high.dcs.reason.txt", "TINY_low.dcs", "TINY_low.dcs.reason.txt"]
         wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 6, timeout=60, what="the bag screened again",
                  on_timeout=lambda: agent.text()[-3000:])
         wait_for(lambda: "JAMMED" in alerts_by_bag(read_alerts(tmp_path)), timeout=10, what="its alerts")
