@@ -29,7 +29,8 @@ REFUSED = "not screened: refused by the detector"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", type=Path, help="the spool folder (or C-STORE inbox) whose bad/ to requeue from")
-    p.add_argument("names", nargs="*", help="bag ids or file names to requeue (default: every bag not screened)")
+    p.add_argument("names", nargs="*", help="bag ids (a spool's <bag>_high/_low files) or file names (a C-STORE "
+                   "inbox names its files by SOP instance UID) to requeue; default: every bag not screened")
     p.add_argument("--all", action="store_true", help="unreadable files too, not only bags that were not screened")
     p.add_argument("--dry-run", action="store_true", help="print what would be requeued, move nothing")
 
