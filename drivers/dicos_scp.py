@@ -202,8 +202,7 @@ class DicosScpSource(HealthMixin):
             self._inc("too_big")
             self._error(f"dataset of {size} bytes from {_peer(event)} over the {self.max_dataset}-byte cap")
             return _status(STATUS_OUT_OF_RESOURCES, f"dataset over {self.max_dataset} bytes")
-        with self._lock:
-            busy = self._backlog() >= self.queue_size
+        busy = self._backlog() >= self.queue_size
         if busy:
             self._inc("busy")
             self._count("drops")
@@ -248,7 +247,7 @@ class DicosScpSource(HealthMixin):
             self._ready.notify_all()
 
     def _backlog(self) -> int:
-        """Images received and not yet screened."""
+        """Images received and not yet screened (len of a deque needs no lock)."""
         if self.inbox is None:
             return len(self._frames)
         try:
@@ -306,8 +305,9 @@ class DicosScpSource(HealthMixin):
             gen.close()
 
     def stats(self) -> dict:
+        queued = self._backlog()  # a folder listing in inbox mode: not under the associations' lock
         with self._lock:
-            out = dict(self.counters, queued=self._backlog(), waiting_for_partner=len(self.pairer.pending))
+            out = dict(self.counters, queued=queued, waiting_for_partner=len(self.pairer.pending))
         if self._spool is not None:
             out.update({f"inbox_{k}": v for k, v in self._spool.stats().items()})
         return out

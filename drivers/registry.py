@@ -10,6 +10,8 @@ import importlib
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from drivers import url_options
+
 _REGISTRY: dict[tuple[str, str], Callable] = {}
 
 # (kind, scheme) -> module that registers it; imported on first use of the scheme.
@@ -28,9 +30,9 @@ _BUILTIN: dict[tuple[str, str], str] = {
 }
 
 
-# (kind, scheme) -> the function of drivers/url_options.py that reads (and checks) the URL's query
-_URL_OPTIONS: dict[tuple[str, str], str] = {("xray", "spool"): "spool_options",
-                                            ("xray", "dicos-scp"): "dicos_scp_options"}
+# (kind, scheme) -> what reads (and checks) the URL's query, without importing the driver
+_URL_OPTIONS: dict[tuple[str, str], Callable] = {("xray", "spool"): url_options.spool_options,
+                                                 ("xray", "dicos-scp"): url_options.dicos_scp_options}
 
 
 class UnknownScheme(ValueError):
@@ -81,7 +83,7 @@ def validate_url(kind: str, url: str) -> None:
     """
     sch = scheme_of(url)
     if (kind, sch) in _URL_OPTIONS:  # a scheme whose options are checked too (raises ValueError)
-        getattr(importlib.import_module("drivers.url_options"), _URL_OPTIONS[(kind, sch)])(url)
+        _URL_OPTIONS[(kind, sch)](url)
     if (kind, sch) not in _REGISTRY and (kind, sch) not in _BUILTIN:
         raise UnknownScheme(
             f"no {kind} driver for URL scheme '{sch}://' (known: {', '.join(schemes(kind)) or 'none'})"

@@ -42,7 +42,7 @@ from drivers.base import HealthMixin, XrayFrame, backoff_delays
 from drivers.dicos import DicosImage, DicosRefused, EnergyPairer, Pair, frame_from_pair, read_dicos
 from drivers.imagefiles import IMAGE_SUFFIXES, ImageFile, ImageRefused, parse_name, read_image_file
 from drivers.registry import register
-from drivers.url_options import AFTER_CHOICES, spool_options
+from drivers.url_options import check_after, spool_options
 
 log = logging.getLogger("zastava.drivers.spool")
 
@@ -118,13 +118,11 @@ class SpoolSource(HealthMixin):
     def __init__(self, url: str, *, poll_s: float = 0.5, settle_s: float = 1.0, pair_timeout_s: float = 10.0,
                  after: str = "move", max_pending: int = 64, prune_after_s: float = 7 * 86400,
                  done_days: float = 7.0):
-        if after not in AFTER_CHOICES:
-            raise ValueError(f"{url}: after={after!r}; one of {', '.join(AFTER_CHOICES)}")
         self.url = url
         self.dir = spool_path(url)
         self.poll_s = poll_s
         self.settle_s = settle_s
-        self.after = after
+        self.after = check_after(url, after)
         self.prune_after_s = prune_after_s
         self.done_days = done_days
         self.pairer: EnergyPairer[Entry] = EnergyPairer(pair_timeout_s, max_pending)
@@ -338,7 +336,6 @@ class SpoolSource(HealthMixin):
             self._got_data()
             failure = yield frame
             # the consumer has the frame: only now is it processed (see the module docstring)
-            keys = [(en.name, en.size, en.mtime_ns) for en in entries]
             if failure:  # the consumer could not screen it (it said why): set aside, not done
                 log.error("%s: %s NOT screened, set aside in bad/: %s", self.url, [e.name for e in entries], failure)
                 self.counters["failed"] += 1
@@ -346,7 +343,7 @@ class SpoolSource(HealthMixin):
                     self._held.discard(en.name)
                     self._set_aside(en.name, en.size, en.mtime_ns, f"not screened: {failure}")
                 continue
-            self.ledger.record(keys, "done")
+            self.ledger.record([(en.name, en.size, en.mtime_ns) for en in entries], "done")
             for en in entries:
                 self._held.discard(en.name)
                 self._finish(en.name, en.size, en.mtime_ns, "done", None)

@@ -10,6 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 AFTER_CHOICES = ("move", "delete", "keep")
 
 
+def check_after(url: str, after: str) -> str:
+    """What a spool does with a screened file: one of AFTER_CHOICES, else a ValueError saying so."""
+    if after not in AFTER_CHOICES:
+        raise ValueError(f"{url}: after={after!r}; one of {', '.join(AFTER_CHOICES)}")
+    return after
+
+
 def spool_options(url: str) -> dict:
     """The SpoolSource options a spool URL's query sets (after, done_days); others are refused."""
     q = parse_qs(urlsplit(url).query)
@@ -18,9 +25,7 @@ def spool_options(url: str) -> dict:
         raise ValueError(f"{url}: unknown spool option(s) {sorted(unknown)}; known: after, done_days")
     out: dict = {}
     if "after" in q:
-        out["after"] = q["after"][-1]
-        if out["after"] not in AFTER_CHOICES:
-            raise ValueError(f"{url}: after={out['after']!r}; one of {', '.join(AFTER_CHOICES)}")
+        out["after"] = check_after(url, q["after"][-1])
     if "done_days" in q:
         try:
             out["done_days"] = float(q["done_days"][-1])

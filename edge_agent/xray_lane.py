@@ -169,8 +169,9 @@ class XrayLane:
             # filed as done; the console shows officers the lane's last unscreened bag
             reason = str(e) if isinstance(e, NotScreened) else f"{type(e).__name__}: {e}"
             self.counters["bags_failed"] += 1
-            self.last_failed = {"bag_id": frame.bag_id, "t": time.time(), "reason": reason[:300]}
-            log.error("%s: bag %s NOT screened: %s", self.lane.id, frame.bag_id, reason)
+            bag_id = self.bag_id(frame)
+            self.last_failed = {"bag_id": bag_id, "t": time.time(), "reason": reason[:300]}
+            log.error("%s: bag %s NOT screened: %s", self.lane.id, bag_id, reason)
             if done is not None:
                 done.set(reason)
             if not isinstance(e, NotScreened):
@@ -179,10 +180,14 @@ class XrayLane:
         if done is not None:
             done.set()
 
+    def bag_id(self, frame) -> str:
+        """The bag's id: the scanner's, else one made from the lane and the frame's time (live video)."""
+        return frame.bag_id or frame.meta.get("bag_id") or f"{self.lane.id}-{int(frame.t * 1000)}"
+
     def process(self, frame, arrived: float) -> list[Alert]:
         from detectors.xray.preprocess import pseudocolor
 
-        bag_id = frame.bag_id or frame.meta.get("bag_id") or f"{self.lane.id}-{int(frame.t * 1000)}"
+        bag_id = self.bag_id(frame)
         t_detect = time.monotonic()
         try:
             findings = self.detector.detect(frame.high, frame.low)

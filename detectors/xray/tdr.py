@@ -34,7 +34,6 @@ from detectors.xray.detector import XrayFinding
 TDR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.501.3"
 DX_PROCESSING_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.501.2.2"
 CATEGORY = {"narcotics": "CONTRABAND", "currency": "CONTRABAND", "weapon": "PI", "concealment": "ANOMALY"}
-
 DESCRIPTION = {"narcotics": "Narcotics", "currency": "Currency", "weapon": "Weapon",
                "concealment": "Structural concealment"}
 # PTO processing start/end (DT) and total time (FL): DICOS tags pydicom's dictionary lacks;
