@@ -56,6 +56,11 @@ class StorageConfig(Strict):
     dir: WritableDir
     quota_mb: int = Field(2048, gt=0)
     hard_limit_mb: int = Field(3072, gt=0)
+    # how long a lane or receiver keeps trying to store what it found when the disk or the
+    # database fails in a way that may pass (a database another process holds locked, a full or
+    # failing disk) before it gives up: an X-ray lane then sets the bag aside for `zastava
+    # requeue`, a receiver logs the alert as lost. 0: give up at once
+    retry_s: float = Field(60.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _limits(self):

@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 
 log = logging.getLogger("zastava.pipeline")
+
+# Failures of the machine rather than of the input or of our code: a database another process
+# holds locked, a disk that is full or refuses a write. They may pass, so what met one is tried
+# again, waiting longer each time, for up to storage.retry_s (xray_lane, radio).
+TRANSIENT = (OSError, sqlite3.OperationalError)
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
+
+
+def retry_delay(failures: int) -> float:
+    """The wait before the next attempt after this many failures: 1, 2, 4 ... s, at most 30."""
+    return min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S)
 
 
 class DropQueue:

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,11 +23,29 @@ from edge_agent.alerts import Alert
 from edge_agent.config import AgentConfig, ReceiverConfig
 from edge_agent.evidence import FileStore
 from edge_agent.fusion import Fusion
-from edge_agent.pipeline import DropQueue, Worker, pump
+from edge_agent.pipeline import TRANSIENT, DropQueue, Worker, pump, retry_delay
 from edge_agent.state import AgentState
 from edge_agent.store import Store
 
 log = logging.getLogger("zastava.radio")
+
+# Alerts waiting to be stored again at most; past it the oldest is given up (a disk that stays
+# broken must not grow the agent's memory without bound: each holds its IQ snippet).
+MAX_UNSTORED = 64
+
+
+@dataclass
+class Unstored:
+    """An alert whose evidence or row could not be stored (a TRANSIENT failure). The spectrum it
+    came from has passed, so, unlike an X-ray bag, nothing waits for it: the receiver goes on and
+    tries it again between blocks."""
+
+    alert: Alert
+    finding: object
+    block: object
+    first: float  # monotonic time of its first failure
+    failures: int = 0
+    next_at: float = 0.0
 
 
 class RadioReceiver:
@@ -37,11 +56,12 @@ class RadioReceiver:
         self.queue = DropQueue(rx.queue)
         self.source = None
         self.worker: Worker | None = None
-        self.counters = {"blocks": 0, "samples": 0, "alerts": 0, "bad_blocks": 0}
+        self.counters = {"blocks": 0, "samples": 0, "alerts": 0, "bad_blocks": 0, "retries": 0, "alerts_lost": 0}
         self.busy_s = 0.0
         self._store: Store | None = None
         self._files: FileStore | None = None
         self._last_row = 0.0
+        self._unstored: list[Unstored] = []
 
     def start(self) -> None:
         from drivers.registry import open_iq_source
@@ -64,6 +84,8 @@ class RadioReceiver:
             self._store = Store(self.store_path)
             self._files = FileStore(self._store, self.files_root, self.cfg.storage.quota_mb << 20,
                                     self.cfg.storage.hard_limit_mb << 20)
+        if self._unstored:
+            self._store_again()
         try:
             block, _, _ = self.queue.get(timeout=0.5)
         except queue.Empty:
@@ -104,15 +126,65 @@ class RadioReceiver:
                                                         "emitters": view.emitters})
 
     def _commit(self, f, block) -> Alert | None:
-        from detectors.rf.judge import write_sigmf
-
         e = f.emitter
-        ts = datetime.fromtimestamp(block.t, UTC).strftime("%Y%m%d")
         a = Alert(checkpoint=self.cfg.checkpoint_id, source=self.rx.id, kind=f.kind, score=float(f.score),
                   severity=f.severity, t=float(f.t or block.t), reason=f.reason,
                   location={"center_hz": float(e.center_hz), "bandwidth_hz": float(e.bandwidth_hz),
                             "power_dbfs": float(e.power_db), "snr_db": float(e.snr_db),
                             "class": e.cls, "licensed": e.licensed, "allocation": e.allocation})
+        return self._keep(a, f, block, None)
+
+    def _keep(self, a: Alert, f, block, u: Unstored | None) -> Alert | None:
+        """Store the alert with its evidence; on a TRANSIENT failure keep it to try again (the same
+        alert and uuid: its files are written again in place, its row inserted once) for up to
+        storage.retry_s."""
+        try:
+            if not self._write(a, f, block):
+                return None
+        except TRANSIENT as e:
+            now = time.monotonic()
+            u = u or Unstored(a, f, block, now)
+            u.failures += 1
+            delay = retry_delay(u.failures)
+            what = f"{a.kind} alert at {a.location['center_hz'] / 1e6:.4f} MHz ({a.uuid})"
+            if now + delay - u.first > self.cfg.storage.retry_s:
+                self.counters["alerts_lost"] += 1
+                log.error("%s: %s LOST: not stored in %d attempts over %.0f s: %s: %s", self.rx.id, what,
+                          u.failures, now - u.first, type(e).__name__, e)
+                return None
+            u.next_at = now + delay
+            self._unstored.append(u)
+            self.counters["retries"] += 1
+            log.warning("%s: %s could not be stored (%s: %s); trying again in %.0f s", self.rx.id, what,
+                        type(e).__name__, e, delay)
+            if len(self._unstored) > MAX_UNSTORED:
+                old = self._unstored.pop(0)
+                self.counters["alerts_lost"] += 1
+                log.error("%s: %s alert %s LOST: more than %d alerts wait to be stored", self.rx.id,
+                          old.alert.kind, old.alert.uuid, MAX_UNSTORED)
+            return None
+        self.counters["alerts"] += 1
+        e = f.emitter
+        self.fusion.note_radio_alert(a.uuid, a.kind, a.t, f"{e.cls or 'unclassified'} at {e.center_hz / 1e6:.4f} MHz")
+        self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
+        if u is not None:
+            log.warning("%s: %s alert %s stored on attempt %d", self.rx.id, a.kind, a.uuid, u.failures + 1)
+        return a
+
+    def _store_again(self) -> None:
+        """The alerts whose time to try again has come, oldest first."""
+        now = time.monotonic()
+        due = [u for u in self._unstored if u.next_at <= now]
+        self._unstored = [u for u in self._unstored if u.next_at > now]
+        for u in due:
+            self._keep(u.alert, u.finding, u.block, u)
+
+    def _write(self, a: Alert, f, block) -> bool:
+        """Evidence files, then the alert's row (False: that uuid is stored already)."""
+        from detectors.rf.judge import write_sigmf
+
+        e = f.emitter
+        ts = datetime.fromtimestamp(block.t, UTC).strftime("%Y%m%d")
         evidence = []
         if f.spectrogram is not None:
             ok, png = cv2.imencode(".png", f.spectrogram)
@@ -128,17 +200,13 @@ class RadioReceiver:
                 mime = "application/json" if rel.endswith(".sigmf-meta") else "application/octet-stream"
                 evidence.append(self._files.register(rel, "evidence", mime, alert_uuid=a.uuid))
         a.evidence = evidence
-        if not self._store.add_alert(a):
-            return None
-        self.counters["alerts"] += 1
-        self.fusion.note_radio_alert(a.uuid, a.kind, a.t, f"{e.cls or 'unclassified'} at {e.center_hz / 1e6:.4f} MHz")
-        self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
-        return a
+        return self._store.add_alert(a)
 
     def report(self) -> dict:
         h = self.source.health().as_dict() if self.source else {}
         return {**self.counters, "queue": self.queue.qsize(), "dropped": self.queue.dropped,
                 "busy_s": round(self.busy_s, 3), "iq_drops_driver": h.get("drops", 0),
+                "unstored": len(self._unstored),
                 "worker_errors": self.worker.errors if self.worker else 0,
                 "last_error": self.worker.last_error if self.worker else None}
 

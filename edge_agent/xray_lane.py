@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from edge_agent.alerts import SEVERITY_PRIORITY, Alert
 from edge_agent.config import AgentConfig, LaneConfig
 from edge_agent.evidence import FileStore
 from edge_agent.fusion import Fusion
-from edge_agent.pipeline import DropQueue, Worker, pump
+from edge_agent.pipeline import TRANSIENT, DropQueue, Worker, pump, retry_delay
 from edge_agent.state import AgentState, BagView
 from edge_agent.store import Store
 
@@ -95,6 +96,21 @@ class NotScreened(Exception):
     """The bag's images cannot be screened (the detector refused them); the message says why."""
 
 
+@dataclass
+class Retry:
+    """A bag whose results could not be stored (a TRANSIENT failure), waiting for its next attempt."""
+
+    frame: object
+    done: object  # its Receipt (or None: a live source waits for nobody)
+    arrived: float
+    first: float  # monotonic time of its first failure
+    since: float  # the same as wall-clock time, for the officer
+    failures: int = 1  # attempts that failed so far
+    next_at: float = 0.0
+    reason: str = ""
+    carried: dict = field(default_factory=dict)  # uuid -> Alert committed by an earlier attempt
+
+
 class XrayLane:
     def __init__(self, cfg: AgentConfig, lane: LaneConfig, detector, state: AgentState, store_path,
                  files_root, fusion: Fusion, stop: threading.Event):
@@ -107,10 +123,12 @@ class XrayLane:
         self.worker: Worker | None = None
         self.latency: list[float] = []  # frame arrival -> alert committed, seconds (last 1000)
         self.counters = {"frames": 0, "bags_alerted": 0, "alerts": 0, "belt_stops": 0, "bad_frames": 0,
-                         "repeats": 0, "tdr_failed": 0, "bags_failed": 0}
+                         "repeats": 0, "tdr_failed": 0, "bags_failed": 0, "retries": 0}
         self._store: Store | None = None
         self._files: FileStore | None = None
         self.last_failed: dict | None = None  # the last bag not screened: bag_id, t, reason
+        self._retry: Retry | None = None  # the bag the lane is held on, waiting to try it again
+        self._carried: dict = {}  # the current bag's alerts committed by its earlier attempts
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -157,28 +175,67 @@ class XrayLane:
 
     def _step(self) -> None:
         self._open_store()
+        r = self._retry
+        if r is not None:  # the lane is held on a bag that met a passing fault: nothing overtakes it
+            wait = r.next_at - time.monotonic()
+            if wait > 0:
+                self.stop.wait(min(wait, 0.5))  # short steps: the watchdog sees the worker alive
+                return
+            self._retry = None
+            self._carried = r.carried
+            self._handle(r.frame, r.done, r.arrived, r)
+            return
         try:
             frame, done, arrived = self.queue.get(timeout=0.5)
         except queue.Empty:
             return
         self.counters["frames"] += 1
+        self._carried = {}
+        self._handle(frame, done, arrived, None)
+
+    def _handle(self, frame, done, arrived: float, retry: Retry | None) -> None:
+        bag_id = self.bag_id(frame)
         try:
             self.process(frame, arrived)
         except Exception as e:
+            reason = str(e) if isinstance(e, NotScreened) else f"{type(e).__name__}: {e}"
+            if isinstance(e, TRANSIENT) and self._try_again(frame, done, arrived, retry, reason):
+                return
             # not screened: said loudly, counted, and its files set aside by the spool rather than
             # filed as done; the console shows officers the lane's last unscreened bag
-            reason = str(e) if isinstance(e, NotScreened) else f"{type(e).__name__}: {e}"
             self.counters["bags_failed"] += 1
-            bag_id = self.bag_id(frame)
             self.last_failed = {"bag_id": bag_id, "t": time.time(), "reason": reason[:300]}
-            log.error("%s: bag %s NOT screened: %s", self.lane.id, bag_id, reason)
+            tries = f" after {retry.failures + 1} attempts over {time.monotonic() - retry.first:.0f} s" if retry else ""
+            log.error("%s: bag %s NOT screened%s: %s", self.lane.id, bag_id, tries, reason)
+            self._announce(list(self._carried.values()), arrived)  # what was committed stands, and is shown
             if done is not None:
                 done.set(reason)
             if not isinstance(e, NotScreened):
                 raise  # our fault, not the image's: the Worker logs the traceback and counts it
             return
+        if retry is not None:
+            log.warning("%s: bag %s screened on attempt %d, %.0f s after it first failed", self.lane.id, bag_id,
+                        retry.failures + 1, time.monotonic() - retry.first)
         if done is not None:
             done.set()
+
+    def _try_again(self, frame, done, arrived: float, retry: Retry | None, reason: str) -> bool:
+        """Hold the lane on this bag and try it again later, unless it has been tried for
+        storage.retry_s already. Its alerts are keyed by what was found in which image (finding_uuid),
+        so a second attempt commits none twice."""
+        now = time.monotonic()
+        if retry is None:
+            retry = Retry(frame, done, arrived, first=now, since=time.time(), failures=0)
+        delay = retry_delay(retry.failures + 1)
+        if now + delay - retry.first > self.cfg.storage.retry_s:
+            return False
+        retry.failures += 1
+        retry.next_at, retry.reason, retry.carried = now + delay, reason, self._carried
+        self._retry = retry
+        self.counters["retries"] += 1
+        log.warning("%s: bag %s could not be screened (%s); trying again in %.0f s (attempt %d)", self.lane.id,
+                    self.bag_id(frame), reason, delay, retry.failures + 1)
+        return True
 
     def bag_id(self, frame) -> str:
         """The bag's id: the scanner's, else one made from the lane and the frame's time (live video)."""
@@ -230,6 +287,9 @@ class XrayLane:
                       reason=reason, fusion=risk,
                       extra={"bag_events": self.events.lookup(bag_id), "source_url": frame.source})
             if self._store.has_alert(a.uuid):
+                if a.uuid in self._carried:  # committed by this bag's earlier attempt: it is ours
+                    alerts.append(self._carried[a.uuid])
+                    continue
                 # this image came again after a crash (see finding_uuid): its alert and evidence
                 # are committed; rendering the evidence again (with another time stamp) would
                 # replace the file the alert's sha256 vouches for, and central would get it as missing
@@ -246,15 +306,9 @@ class XrayLane:
                     self._tdr_failed(bag_id, f"attached to alert {a.uuid}", e)
             if self._store.add_alert(a):
                 alerts.append(a)
-        if alerts:
-            self.latency.append(time.monotonic() - arrived)
-            del self.latency[:-1000]
-            self.counters["alerts"] += len(alerts)
-            self.counters["bags_alerted"] += 1
-            for a in alerts:
-                self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
-            worst = max(alerts, key=lambda a: SEVERITY_PRIORITY[a.severity])
-            self._maybe_stop_belt(worst)
+                self._carried[a.uuid] = a  # should a later step fail, a second attempt knows it
+        self._announce(alerts, arrived)
+        self._carried = {}  # announced: nothing that fails after this may announce them again
         self.state.add_bag(BagView(
             lane=self.lane.id, bag_id=bag_id, t=frame.t, image_path=raw.path,
             findings=[{"cls": f.cls, "score": round(float(f.score), 3), "box": [int(v) for v in f.box],
@@ -265,6 +319,19 @@ class XrayLane:
         if self.counters["frames"] % 20 == 0:
             self._files.enforce()
         return alerts
+
+    def _announce(self, alerts: list[Alert], arrived: float) -> None:
+        """A bag's committed alerts to the officers (and the belt), once: when all of them are
+        committed, or when the bag is given up with some of them committed."""
+        if not alerts:
+            return
+        self.latency.append(time.monotonic() - arrived)
+        del self.latency[:-1000]
+        self.counters["alerts"] += len(alerts)
+        self.counters["bags_alerted"] += 1
+        for a in alerts:
+            self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
+        self._maybe_stop_belt(max(alerts, key=lambda a: SEVERITY_PRIORITY[a.severity]))
 
     def _tdr_failed(self, bag_id: str, what: str, e: Exception) -> None:
         """The TDR is a courtesy to DICOS consoles: its failures are logged and counted
@@ -292,7 +359,14 @@ class XrayLane:
                 "worker_errors": self.worker.errors if self.worker else 0,
                 "last_error": self.worker.last_error if self.worker else None,
                 "interlock_open": self.events.interlock_open, "scanner_fault": self.events.fault,
-                "last_failed": self.last_failed}
+                "last_failed": self.last_failed, "retrying": self._retrying()}
+
+    def _retrying(self) -> dict | None:
+        """The bag the lane is held on, for the console: officers see why no new bag shows."""
+        r = self._retry
+        if r is None:
+            return None
+        return {"bag_id": self.bag_id(r.frame), "since": r.since, "failures": r.failures, "reason": r.reason[:300]}
 
 
 # Alert UUIDs of X-ray findings are derived from what was found in which image, so that an image

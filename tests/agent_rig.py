@@ -67,9 +67,9 @@ def start_sim(tmp: Path, scenario: str, extra: list[str] | None = None) -> tuple
 
 
 def agent_config(tmp: Path, devices: dict, *, receivers: list[dict] | None = None, central: dict | None = None,
-                 model: str | None = None, lane_extra: dict | None = None) -> Path:
+                 model: str | None = None, lane_extra: dict | None = None, storage: dict | None = None) -> Path:
     sections = {
-        "storage": {"dir": str(tmp / "agent"), "quota_mb": 512, "hard_limit_mb": 768},
+        "storage": {"dir": str(tmp / "agent"), "quota_mb": 512, "hard_limit_mb": 768, **(storage or {})},
         "console": {"bind": f"127.0.0.1:{free_port()}", "secure_cookies": False},
         "metrics": {"bind": f"127.0.0.1:{free_port()}"},
     }

@@ -191,6 +191,16 @@ def test_console_in_chromium(browser, agent):
     assert "L1: 1 bag NOT screened" in chip and "bag-jam" in chip and "No space left" in chip, chip
     assert "bad" in page.get_attribute("#lanes-health .chip", "class")
     shot(page, "console_lane_failed")
+
+    # a lane held on a bag it is trying again shows why no new bag comes, in amber, before its failures
+    state.pipelines["L1"]["retrying"] = {"bag_id": "bag-held", "since": time.time() - 30, "failures": 3,
+                                         "reason": "OperationalError: database is locked"}
+    wait_js(page, "document.getElementById('lanes-health').textContent.includes('held on bag')", timeout=6000)
+    chips = page.query_selector_all("#lanes-health .chip")
+    assert len(chips) == 2, page.inner_text("#lanes-health")
+    held = chips[0].inner_text()
+    assert "L1: held on bag bag-held" in held and "3 failed" in held and "database is locked" in held, held
+    assert "warn" in chips[0].get_attribute("class") and "NOT screened" in chips[1].inner_text()
     state.pipelines.pop("L1")
 
     # an officer cannot reach the engineer page

@@ -378,7 +378,15 @@ function onStatus(s) {
   // a lane that could not screen a bag says so in red for 15 min after it happened: the bag went
   // through unscreened (its files are set aside for the engineer), so the officer must know
   const failing = Object.entries(s.pipelines || {}).filter(([, p]) => p.bags_failed > 0 && p.last_failed).sort();
-  $("lanes-health").replaceChildren(...failing.map(([id, p]) => {
+  // a lane held on a bag it is trying again (a passing fault: a locked database, a full disk)
+  // shows no new bags meanwhile: amber, with why, so that the officer does not wait in silence
+  const held = Object.entries(s.pipelines || {}).filter(([, p]) => p.retrying).sort();
+  $("lanes-health").replaceChildren(...held.map(([id, p]) => {
+    const r = p.retrying;
+    return Z.el("span", {class: "chip warn", title: r.reason},
+      `${id}: held on bag ${r.bag_id || "?"} — trying again (${r.failures} failed)`,
+      Z.el("em", {}, ` — first failed ${Z.ago(r.since)}: ${r.reason.slice(0, 60)}`));
+  }), ...failing.map(([id, p]) => {
     const f = p.last_failed;
     const recent = Date.now() / 1000 - f.t < 900;
     return Z.el("span", {class: "chip " + (recent ? "bad" : "warn"), title: f.reason},
