@@ -195,6 +195,14 @@ class AgentConfig(Strict):
             raise ValueError(f"lane/receiver ids must be unique: {sorted(dup)}")
         return self
 
+    @property
+    def pipeline_busy_s(self) -> float:
+        """How long a lane's or receiver's write waits for a database another process holds
+        locked: a third of hung_after_s (10 s by default), so that the wait, with the work around
+        it, never makes the worker look hung; a write that waits longer fails and is retried
+        (storage.retry_s)."""
+        return min(10.0, self.hung_after_s / 3)
+
 
 def load(path: str | Path) -> AgentConfig:
     return load_model(AgentConfig, path)

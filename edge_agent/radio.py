@@ -81,7 +81,7 @@ class RadioReceiver:
 
     def _step(self) -> None:
         if self._store is None:
-            self._store = Store(self.store_path)
+            self._store = Store(self.store_path, self.cfg.pipeline_busy_s)
             self._files = FileStore(self._store, self.files_root, self.cfg.storage.quota_mb << 20,
                                     self.cfg.storage.hard_limit_mb << 20)
         if self._unstored:

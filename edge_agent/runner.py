@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 
 from common import sdnotify
+from edge_agent.pipeline import TRANSIENT
 
 log = logging.getLogger("zastava.agent")
+
+SUPERVISOR_BUSY_S = 5.0  # see Agent.__init__: well inside systemd's WatchdogSec (30 s)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, help="path to zastava.toml")
@@ -37,7 +40,9 @@ class Agent:
         self.root.mkdir(parents=True, exist_ok=True)
         self.store_path = self.root / "store.sqlite"
         self.files_root = self.root / "files"
-        self.store = Store(self.store_path)  # migrates; this connection is the supervisor's
+        # migrates; this connection is the supervisor's, which pings systemd's watchdog (30 s): its
+        # health writes wait at most SUPERVISOR_BUSY_S for a database another process holds locked
+        self.store = Store(self.store_path, SUPERVISOR_BUSY_S)
         self.state = AgentState(cfg.checkpoint_id)
         self.fusion = Fusion(cfg.fusion_window_s)
         self.lanes: list = []
@@ -131,6 +136,8 @@ class Agent:
             tick += 1
             try:
                 self._refresh(persist=tick % 10 == 0)
+            except TRANSIENT as e:  # a locked database, a disk refusing: the next refresh tries again
+                log.warning("health refresh failed: %s: %s", type(e).__name__, e)
             except Exception:
                 log.exception("health refresh failed")
             hung = self.hung_workers()

@@ -93,8 +93,15 @@ class SchemaTooNew(RuntimeError):
     pass
 
 
-def connect(path: str | Path) -> sqlite_utils.Database:
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=True)
+# How long a write waits for another writer (SQLite's busy timeout) before it fails with
+# "database is locked". The agent's threads that feed the watchdog wait less (runner, lanes):
+# a database held locked must cost them a failed write, which they retry, never the heartbeat
+# systemd restarts the agent on.
+BUSY_S = 30.0
+
+
+def connect(path: str | Path, busy_s: float = BUSY_S) -> sqlite_utils.Database:
+    conn = sqlite3.connect(str(path), timeout=busy_s, isolation_level=None, check_same_thread=True)
     db = sqlite_utils.Database(conn)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")  # an alert committed is on disk, power cut or not
@@ -122,10 +129,10 @@ def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_s: float = BUSY_S):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = connect(self.path)
+        self.db = connect(self.path, busy_s)
         migrate(self.db)
 
     def close(self) -> None:

@@ -169,7 +169,7 @@ class XrayLane:
     # -- the hot loop ----------------------------------------------------------------------
     def _open_store(self) -> None:
         if self._store is None:  # the worker thread's own connection
-            self._store = Store(self.store_path)
+            self._store = Store(self.store_path, self.cfg.pipeline_busy_s)
             self._files = FileStore(self._store, self.files_root, self.cfg.storage.quota_mb << 20,
                                     self.cfg.storage.hard_limit_mb << 20)
 

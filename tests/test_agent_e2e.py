@@ -506,6 +506,64 @@ def test_a_bag_that_meets_a_passing_fault_is_screened_once_it_clears(tmp_path):
     assert alerts_by_bag(read_alerts(tmp_path)) == expected
 
 
+LOCKER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+c.execute("ROLLBACK")
+"""
+
+
+def test_a_database_held_locked_by_another_process_delays_bags_but_loses_none(tmp_path):
+    """Another process (an engineer's sqlite3 shell, a tool) holds the agent's database locked
+    for 36 s while bags come, longer than hung_after_s and systemd's WatchdogSec (30 s). The
+    lane's writes give up after their busy wait (10 s, a third of hung_after_s), the bag is tried
+    again, the worker never looks hung and the supervisor's health writes give way (the
+    watchdog's pings go on); once the lock goes every bag is screened, none set aside. (With one
+    30 s busy wait, as before, the bag was set aside and the lane reported hung.)"""
+    import subprocess
+    import sys
+
+    bags = {"LOCKED1": "1.2.826.0.1.3680043.8.498.41", "LOCKED2": "1.2.826.0.1.3680043.8.498.42"}
+    staging = weapon_spool(tmp_path, bags)
+    spool = tmp_path / "scanner"
+    spool.mkdir()
+    cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"spool://{spool}"}}, storage={"retry_s": 120})
+    agent = start_agent(tmp_path, cfg)
+    locker = None
+    try:
+        wait_for(lambda: (tmp_path / "agent" / "store.sqlite").exists() and "running" in agent.text(), timeout=60,
+                 what="the agent up", on_timeout=lambda: agent.text()[-3000:])
+        locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path / "agent" / "store.sqlite"), "36"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert locker.stdout.readline().strip() == "locked"
+        t_locked = time.monotonic()
+        for f in sorted(staging.glob("*.dcs")):  # the scanner writes its bags meanwhile
+            os.replace(f, spool / f.name)
+        wait_for(lambda: "database is locked); trying again" in agent.text(), timeout=30,
+                 what="a write given up and tried again", on_timeout=lambda: agent.text()[-3000:])
+        assert not list(spool.glob("done/*")) and not list(spool.glob("bad/*")), "held while locked"
+        assert locker.wait(timeout=60) == 0
+        held_s = time.monotonic() - t_locked
+        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 4, timeout=60, what="both bags screened",
+                 on_timeout=lambda: agent.text()[-3000:])
+        wait_for(lambda: set(alerts_by_bag(read_alerts(tmp_path))) == set(bags), timeout=10, what="their alerts")
+        assert not list(spool.glob("bad/*")) and lane_counter(cfg, "bags_failed") == 0
+        assert (lane_counter(cfg, "retries") or 0) >= 1
+        assert agent.terminate() < 5.0 and agent.p.returncode == 0, agent.text()[-3000:]
+    finally:
+        if locker is not None and locker.poll() is None:
+            locker.kill()
+        agent.terminate()
+    log = agent.text()
+    assert held_s >= 31, f"the lock lasted {held_s:.0f} s: the test proves nothing shorter than the watchdog's 30 s"
+    assert "pipeline hung" not in log and "Traceback" not in log, log[-3000:]
+    assert "NOT screened" not in log
+    assert alerts_by_bag(read_alerts(tmp_path)) == spool_findings(tmp_path, spool / "done", bags)
+
+
 def test_bags_pushed_by_c_store_survive_a_kill_between_success_and_screening(tmp_path):
     """A scanner that heard success deletes its copy: the agent's C-STORE receiver keeps each
     image on disk (an inbox under storage.dir) until its bag is screened. kill -9 right after the
