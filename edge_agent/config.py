@@ -56,6 +56,9 @@ class StorageConfig(Strict):
     dir: WritableDir
     quota_mb: int = Field(2048, gt=0)
     hard_limit_mb: int = Field(3072, gt=0)
+    # keep this much free on storage.dir's file system: below it, raw data and then evidence
+    # central has are deleted, oldest first, as past the quota (the disk is shared; 0: off)
+    min_free_mb: int = Field(1024, ge=0)
     # how long a lane or receiver keeps trying to store what it found when the disk or the
     # database fails in a way that may pass (a database another process holds locked, a full or
     # failing disk) before it gives up: an X-ray lane then sets the bag aside for `zastava

@@ -5,6 +5,10 @@ Retention order when the directory is over its quota:
   2. evidence of alerts central has acknowledged, oldest first;
   3. only past the hard limit: evidence not yet acknowledged, oldest first, each with a loud
      log line, because that is evidence central will never see.
+The quota counts our files only, and the disk is shared (the store, a scanner's spool and
+C-STORE inbox, the system's logs): so steps 1 and 2 also run whenever the file system has less
+than `min_free` bytes free (make_room, before every bag and radio alert), since a full disk
+fails every write of every bag after it.
 Each file is written to a temporary name, fsynced and renamed, so a crash leaves either the
 whole file or none, and it is recorded in the store's `files` table in the same breath.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -24,7 +29,7 @@ log = logging.getLogger("zastava.evidence")
 
 
 class FileStore:
-    def __init__(self, store: Store, root: Path, quota_bytes: int, hard_limit_bytes: int):
+    def __init__(self, store: Store, root: Path, quota_bytes: int, hard_limit_bytes: int, min_free_bytes: int = 0):
         if hard_limit_bytes < quota_bytes:
             raise ValueError("hard limit must be at least the quota")
         self.store = store
@@ -32,7 +37,10 @@ class FileStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.quota = quota_bytes
         self.hard_limit = hard_limit_bytes
+        self.min_free = min_free_bytes
         self.dropped_undelivered = 0
+        self.deleted_for_disk = 0  # files make_room deleted
+        self._low_said = 0.0  # when make_room last said it could not reach the floor
 
     def abspath(self, rel: str) -> Path:
         p = (self.root / rel).resolve()
@@ -84,12 +92,55 @@ class FileStore:
             )
         return self.store.db.execute(sql).fetchall()
 
-    def _delete(self, rel: str) -> None:
-        try:
-            self.abspath(rel).unlink()
-        except FileNotFoundError:
-            pass
-        self.store.db.execute("DELETE FROM files WHERE path = ?", [rel])
+    def free(self) -> int:
+        """Bytes free on the file system the files are on (for us: root may be more)."""
+        return shutil.disk_usage(self.root).free
+
+    def make_room(self) -> dict | None:
+        """Keep min_free bytes free on the file system: delete raw data, then evidence central
+        has, oldest first, until there is. One statvfs when there is room (a few microseconds,
+        so it runs before every bag). Evidence central has not received is never deleted for
+        this: where only that is left, the disk stays low and it is said (once a minute)."""
+        if not self.min_free:
+            return None
+        free = self.free()
+        if free >= self.min_free:
+            return None
+        removed = {"raw": 0, "delivered": 0}
+        for which in removed:
+            candidates = self._candidates(which)
+            while free < self.min_free and candidates:
+                # as many as their sizes say will make the room, in one transaction: a delete
+                # apiece wrote several pages each to the WAL, on the very disk that is full
+                batch, need = [], self.min_free - free
+                while candidates and need > 0:
+                    rel, size, _uuid = candidates.pop(0)
+                    batch.append(rel)
+                    need -= size
+                self._delete_many(batch)
+                removed[which] += len(batch)
+                free = self.free()  # blocks on disk, not the files' sizes, are what came back
+        n = sum(removed.values())
+        self.deleted_for_disk += n
+        if n:
+            log.warning("disk low: deleted %d raw and %d delivered evidence files to keep %d MB free on %s "
+                        "(now %d MB)", removed["raw"], removed["delivered"], self.min_free >> 20, self.root,
+                        free >> 20)
+        if free < self.min_free and time.monotonic() - self._low_said > 60:
+            self._low_said = time.monotonic()
+            log.error("DISK LOW: %d MB free on %s, under the %d MB floor, and nothing left that retention may "
+                      "delete (evidence central has not received is kept): writes may fail", free >> 20,
+                      self.root, self.min_free >> 20)
+        return removed
+
+    def _delete_many(self, rels: list[str]) -> None:
+        for rel in rels:
+            try:
+                self.abspath(rel).unlink()
+            except FileNotFoundError:
+                pass
+        with self.store.db.atomic():
+            self.store.db.conn.executemany("DELETE FROM files WHERE path = ?", [(r,) for r in rels])
 
     def enforce(self) -> dict:
         """Bring usage under the quota (or the hard limit, for undelivered evidence)."""
@@ -107,7 +158,8 @@ class FileStore:
                         "(usage %d > hard limit %d bytes)", rel, alert_uuid, used, self.hard_limit,
                     )
                     self.dropped_undelivered += 1
-                self._delete(rel)
+                self._delete_many([rel])
                 used -= size
                 removed[which] += 1
+        self.make_room()
         return removed

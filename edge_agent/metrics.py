@@ -41,6 +41,12 @@ class AgentCollector(Collector):
                 else:
                     pc.add_metric([pid, k], float(v))
         yield from (pc, pg)
+        disk = s.get("storage") or {}
+        if "free_bytes" in disk:
+            yield GaugeMetricFamily("zastava_disk_free_bytes", "free on storage.dir's file system",
+                                    value=float(disk["free_bytes"]))
+            yield GaugeMetricFamily("zastava_disk_min_free_bytes", "storage.min_free_mb: retention keeps this free",
+                                    value=float(disk["min_free_bytes"]))
         link = s["link"]
         yield GaugeMetricFamily("zastava_central_connected", "1 if the link to central is up",
                                 value=1.0 if link.get("connected") else 0.0)

@@ -83,7 +83,7 @@ class RadioReceiver:
         if self._store is None:
             self._store = Store(self.store_path, self.cfg.pipeline_busy_s)
             self._files = FileStore(self._store, self.files_root, self.cfg.storage.quota_mb << 20,
-                                    self.cfg.storage.hard_limit_mb << 20)
+                                    self.cfg.storage.hard_limit_mb << 20, self.cfg.storage.min_free_mb << 20)
         if self._unstored:
             self._store_again()
         try:
@@ -184,6 +184,7 @@ class RadioReceiver:
         from detectors.rf.judge import write_sigmf
 
         e = f.emitter
+        self._files.make_room()
         ts = datetime.fromtimestamp(block.t, UTC).strftime("%Y%m%d")
         evidence = []
         if f.spectrogram is not None:
@@ -207,6 +208,7 @@ class RadioReceiver:
         return {**self.counters, "queue": self.queue.qsize(), "dropped": self.queue.dropped,
                 "busy_s": round(self.busy_s, 3), "iq_drops_driver": h.get("drops", 0),
                 "unstored": len(self._unstored),
+                "deleted_for_disk": self._files.deleted_for_disk if self._files else 0,
                 "worker_errors": self.worker.errors if self.worker else 0,
                 "last_error": self.worker.last_error if self.worker else None}
 

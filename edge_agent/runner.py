@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -104,6 +105,9 @@ class Agent:
         for rr in self.receivers:
             self.state.set_device(f"{rr.rx.id}.source", "iq", rr.source.health().as_dict())
             self.state.pipelines[rr.rx.id] = {**rr.report(), "worker_age_s": round(rr.worker.age(), 1)}
+        free = shutil.disk_usage(self.root).free
+        floor = self.cfg.storage.min_free_mb << 20
+        self.state.storage = {"free_bytes": free, "min_free_bytes": floor, "low": bool(floor and free < floor)}
         if self.sender is not None:
             self.state.link.update(self.sender.link_state())
             self.sender.set_health(self.snapshot())

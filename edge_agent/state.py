@@ -83,6 +83,7 @@ class AgentState:
         self.devices: dict[str, dict] = {}  # device id -> Health as dict (+ "role")
         self.pipelines: dict[str, dict] = {}  # pipeline id -> counters, state, last error
         self.link: dict = {"configured": False, "connected": False}
+        self.storage: dict = {}  # storage.dir's file system: free_bytes, min_free_bytes, low
         self.lock = threading.Lock()
 
     def add_bag(self, bag: BagView) -> None:
@@ -111,4 +112,5 @@ class AgentState:
                 "devices": dict(self.devices),
                 "pipelines": {k: dict(v) for k, v in self.pipelines.items()},
                 "link": dict(self.link),
+                "storage": dict(self.storage),
             }

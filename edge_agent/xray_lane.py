@@ -171,7 +171,7 @@ class XrayLane:
         if self._store is None:  # the worker thread's own connection
             self._store = Store(self.store_path, self.cfg.pipeline_busy_s)
             self._files = FileStore(self._store, self.files_root, self.cfg.storage.quota_mb << 20,
-                                    self.cfg.storage.hard_limit_mb << 20)
+                                    self.cfg.storage.hard_limit_mb << 20, self.cfg.storage.min_free_mb << 20)
 
     def _step(self) -> None:
         self._open_store()
@@ -253,6 +253,7 @@ class XrayLane:
             self.counters["bad_frames"] += 1
             raise NotScreened(f"refused by the detector: {e}") from e
         display = pseudocolor(frame.high, frame.low)
+        self._files.make_room()  # a full disk would fail this bag's writes, and every one after it
         ts = datetime.fromtimestamp(frame.t, UTC).strftime("%Y%m%d")
         frame_jpg = render_evidence(display, [], self.lane.id, bag_id, frame.t)
         raw = self._files.save(f"raw/{self.lane.id}/{ts}/{bag_id}.jpg", frame_jpg, "raw", "image/jpeg")
@@ -359,7 +360,8 @@ class XrayLane:
                 "worker_errors": self.worker.errors if self.worker else 0,
                 "last_error": self.worker.last_error if self.worker else None,
                 "interlock_open": self.events.interlock_open, "scanner_fault": self.events.fault,
-                "last_failed": self.last_failed, "retrying": self._retrying()}
+                "last_failed": self.last_failed, "retrying": self._retrying(),
+                "deleted_for_disk": self._files.deleted_for_disk if self._files else 0}
 
     def _retrying(self) -> dict | None:
         """The bag the lane is held on, for the console: officers see why no new bag shows."""

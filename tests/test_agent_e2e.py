@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import time
 import urllib.request
@@ -22,8 +23,8 @@ from tests.conftest import run_zastava, wait_for
 pytestmark = pytest.mark.slow
 
 
-def read_alerts(tmp) -> list[dict]:
-    path = tmp / "agent" / "store.sqlite"
+def read_alerts(tmp, agent_dir: Path | None = None) -> list[dict]:
+    path = (agent_dir or tmp / "agent") / "store.sqlite"
     if not path.exists():
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
@@ -382,7 +383,6 @@ def test_a_bag_that_cannot_be_screened_is_set_aside_not_filed_as_done(tmp_path):
     or whose images the detector refuses (12 x 12 pixels), is not acknowledged as screened: its
     files go to the spool's bad/ with the reason, the lane counts it, the other bags go on; once
     the fault is cleared, `zastava requeue` puts the first bag back and it is screened and alerts."""
-    import shutil
 
     bags = {"FIRST": "1.2.826.0.1.3680043.8.498.1", "JAMMED": "1.2.826.0.1.3680043.8.498.2",
             "AFTER": "1.2.826.0.1.3680043.8.498.3"}
@@ -436,7 +436,6 @@ def test_a_bag_that_meets_a_passing_fault_is_screened_once_it_clears(tmp_path):
     none is set aside, and once the fault clears the bag is screened with nothing done by hand.
     The alert committed before the fault is that bag's, announced once with the others (not
     taken for a repeat after a crash)."""
-    import shutil
     from datetime import UTC, datetime, timedelta
 
     import numpy as np
@@ -562,6 +561,75 @@ def test_a_database_held_locked_by_another_process_delays_bags_but_loses_none(tm
     assert "pipeline hung" not in log and "Traceback" not in log, log[-3000:]
     assert "NOT screened" not in log
     assert alerts_by_bag(read_alerts(tmp_path)) == spool_findings(tmp_path, spool / "done", bags)
+
+
+def test_a_disk_filled_by_something_else_costs_old_raw_data_not_bags(tmp_path):
+    """The agent's disk (a 32 MB tmpfs here) fills up to 64 kB with a file that is not ours (a
+    log, a scanner's spool) while bags come. Under storage.min_free_mb the lane deletes raw frames,
+    oldest first, before each bag, so that its writes find room: every bag is screened, none set
+    aside, and the alerts' evidence (central has none of it: no link) is all kept. Without the
+    floor the quota, which counts only our files, saw nothing, and every write failed."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system as the agent's disk needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    agent = None
+    try:
+        first = {f"OLD{i:02d}": f"1.2.826.0.1.3680043.8.498.{100 + i}" for i in range(40)}
+        later = {f"NEW{i}": f"1.2.826.0.1.3680043.8.498.{200 + i}" for i in range(4)}
+        staging = weapon_spool(tmp_path, {**first, **later})
+        spool = tmp_path / "scanner"
+        spool.mkdir()
+        cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"spool://{spool}"}},
+                           storage={"dir": str(disk / "agent"), "min_free_mb": 1, "retry_s": 5})
+        agent = start_agent(tmp_path, cfg)
+
+        def hand_over(bags):
+            for bag in bags:
+                for e in ("high", "low"):
+                    os.replace(staging / f"{bag}_{e}.dcs", spool / f"{bag}_{e}.dcs")
+
+        hand_over(first)
+        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 80, timeout=120, what="the first bags screened",
+                 on_timeout=lambda: agent.text()[-3000:])
+        raw = disk / "agent" / "files" / "raw"
+        wait_for(lambda: len(list(raw.rglob("OLD*.jpg"))) == 40, timeout=10, what="their raw frames")
+        raw_bytes = sum(p.stat().st_size for p in raw.rglob("*") if p.is_file())
+        assert raw_bytes > 5 << 18, f"{raw_bytes} bytes of raw data: too little to make 1 MB of room"
+        ballast = disk / "not-ours.log"  # something else fills the disk to within 64 kB
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * (shutil.disk_usage(disk).free - (64 << 10)))
+        hand_over(later)
+        wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 88, timeout=120, what="the later bags screened",
+                 on_timeout=lambda: agent.text()[-3000:])
+        assert not list(spool.glob("bad/*")), [p.name for p in spool.glob("bad/*")]
+        wait_for(lambda: set(alerts_by_bag(read_alerts(tmp_path, disk / "agent"))) >= set(later), timeout=10,
+                 what="their alerts")
+        wait_for(lambda: (lane_counter(cfg, "deleted_for_disk") or 0) > 0, timeout=10, what="the deletions counted")
+        assert lane_counter(cfg, "bags_failed") == 0
+        assert shutil.disk_usage(disk).free >= 1 << 19, "room made before each bag: 1 MB less its writes"
+        port = re.search(r'\[metrics\]\nbind = "127.0.0.1:(\d+)"', cfg.read_text()).group(1)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert re.search(r"^zastava_disk_min_free_bytes 1\.048576e\+06$", text, re.M), text[-2000:]
+        free = float(re.search(r"^zastava_disk_free_bytes (\S+)$", text, re.M).group(1))
+        assert 0 < free < 8 << 20, free  # the tmpfs's, not the machine's
+        kept = sorted(p.name for p in raw.rglob("*.jpg"))
+        assert "OLD00.jpg" not in kept and all(f"{b}.jpg" in kept for b in later), kept
+        for a in read_alerts(tmp_path, disk / "agent"):  # no evidence deleted: central has none of it
+            for e in json.loads(a["evidence"]):
+                assert list((disk / "agent" / "files" / "evidence").rglob(e["name"])), e["name"]
+        assert agent.terminate() < 5.0 and agent.p.returncode == 0, agent.text()[-3000:]
+    finally:
+        if agent is not None:
+            agent.terminate()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    log = agent.text()
+    assert "disk low: deleted" in log and "NOT screened" not in log, log[-3000:]
 
 
 def test_bags_pushed_by_c_store_survive_a_kill_between_success_and_screening(tmp_path):

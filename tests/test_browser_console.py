@@ -203,6 +203,15 @@ def test_console_in_chromium(browser, agent):
     assert "warn" in chips[0].get_attribute("class") and "NOT screened" in chips[1].inner_text()
     state.pipelines.pop("L1")
 
+    # a disk under its floor: red, first in the status bar's health chips
+    state.storage = {"free_bytes": 300 << 20, "min_free_bytes": 1 << 30, "low": True}
+    wait_js(page, "document.getElementById('lanes-health').textContent.includes('MB free')", timeout=6000)
+    chip = page.inner_text("#lanes-health")
+    assert "disk: 300 MB free" in chip and "under the 1024 MB floor" in chip, chip
+    assert "bad" in page.get_attribute("#lanes-health .chip", "class")
+    state.storage = {"free_bytes": 3 << 30, "min_free_bytes": 1 << 30, "low": False}
+    wait_js(page, "!document.getElementById('lanes-health').textContent.includes('MB free')", timeout=6000)
+
     # an officer cannot reach the engineer page
     assert page.goto(base + "/engineer").status == 403
     assert page.goto(base + "/api/engineer/health").status == 403

@@ -30,9 +30,10 @@ def central(tmp_path):
             devs["rx1.source"] = {"state": "stalled", "last_error": "rtl_tcp stalled"}
         lanes = {"L1": {"bags_failed": 1, "last_failed": {"bag_id": "B77", "t": now - 40,
                                                           "reason": "OSError: [Errno 28] No space left on device"}}}
+        disk = {"free_bytes": 300 << 20, "min_free_bytes": 1 << 30, "low": cp == "cp-north-01"}
         store.seen(cp, now - (900 if cp == "cp-west-04" else 1), backlog=i * 2 if cp != "cp-west-04" else 57,
-                   health={"devices": devs, "pipelines": lanes if cp == "cp-south-03" else {}}, health_t=now,
-                   skew_s=0.01 * i)
+                   health={"devices": devs, "pipelines": lanes if cp == "cp-south-03" else {}, "storage": disk},
+                   health_t=now, skew_s=0.01 * i)
     kinds = [("xray.narcotics", "high"), ("rf.unlicensed", "medium"), ("xray.weapon", "critical"),
              ("rf.drone", "high"), ("xray.currency", "medium"), ("xray.concealment", "medium")]
     for j in range(12):
@@ -58,6 +59,8 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     page.wait_for_selector("#cp-table tr[data-cp='cp-west-04']")
     assert "OFFLINE" in page.inner_text("#cp-table tr[data-cp='cp-west-04']")
     assert "degraded" in page.inner_text("#cp-table tr[data-cp='cp-east-02']")
+    north = "#cp-table tr[data-cp='cp-north-01'] .chip"  # its disk is under its floor
+    assert page.inner_text(north) == "degraded" and "disk under its floor" in page.get_attribute(north, "title")
     south = "#cp-table tr[data-cp='cp-south-03'] .chip"
     assert page.inner_text(south) == "bags NOT screened" and "bad" in page.get_attribute(south, "class")
     assert "L1: bag B77 not screened" in page.get_attribute(south, "title")

@@ -67,8 +67,9 @@ def central(tmp_path):
                                      "L2": {"bags_failed": 1, "last_failed": {
                                          "bag_id": "B1", "t": now - 3600, "reason": "an hour ago"}},
                                      "rx1": {"frames": 10}, "L3": {"last_failed": {"t": "garbled"}},
-                                     "L4": "not a map"}})
-    store.seen("cp-south", now - 600, backlog=120)
+                                     "L4": "not a map"},
+                       "storage": {"free_bytes": 300 << 20, "min_free_bytes": 1 << 30, "low": True}})
+    store.seen("cp-south", now - 600, backlog=120, health={"storage": "garbled"})
     yield store, data
     store.close()
 
@@ -110,6 +111,8 @@ def test_checkpoints_online_offline_backlog_health(dash):
     # a lane that let a bag through unscreened in the last 15 min; one an hour ago no longer counts
     assert list(cps["cp-north"]["lanes_failing"]) == ["L1"] and cps["cp-north"]["lanes_failing"]["L1"]["bag_id"] == "B9"
     assert cps["cp-south"]["lanes_failing"] == {}
+    # a checkpoint whose disk is under its floor (raw data being deleted to make room) says so
+    assert cps["cp-north"]["disk_low"] is True and cps["cp-south"]["disk_low"] is False
 
 
 def test_feed_filters_detail_and_evidence(dash):

@@ -84,6 +84,8 @@ def checkpoint_row(c, now: float) -> dict:
     lanes = (c.health or {}).get("pipelines") or {}
     d["lanes_failing"] = {k: p["last_failed"] for k, p in sorted(lanes.items())
                           if now - _failed_at(p) < LANE_FAILED_RECENT_S} if isinstance(lanes, dict) else {}
+    disk = (c.health or {}).get("storage")
+    d["disk_low"] = bool(disk.get("low")) if isinstance(disk, dict) else False
     return d
 
 

@@ -112,7 +112,8 @@ class ConsoleLive:
 
     def status(self) -> dict:
         s = self.state.snapshot()
-        return {"devices": s["devices"], "link": s["link"], "pipelines": s["pipelines"], "uptime_s": s["uptime_s"]}
+        return {"devices": s["devices"], "link": s["link"], "pipelines": s["pipelines"], "storage": s["storage"],
+                "uptime_s": s["uptime_s"]}
 
     def handle(self, ev: dict) -> None:
         kind = ev.get("type")

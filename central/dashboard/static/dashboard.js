@@ -16,9 +16,10 @@ function renderCheckpoints() {
   const tb = document.querySelector("#cp-table tbody");
   tb.replaceChildren(...D.cps.map((c) => {
     const failing = Object.entries(c.lanes_failing || {});
-    const cls = c.online ? (failing.length ? "bad" : c.devices_bad.length ? "warn" : "good") : "bad";
-    const state = c.online ? (failing.length ? "bags NOT screened" : c.devices_bad.length ? "degraded" : "online") : "OFFLINE";
+    const cls = c.online ? (failing.length ? "bad" : c.devices_bad.length || c.disk_low ? "warn" : "good") : "bad";
+    const state = c.online ? (failing.length ? "bags NOT screened" : c.devices_bad.length || c.disk_low ? "degraded" : "online") : "OFFLINE";
     const why = [...(c.devices_bad.length ? ["not ok: " + c.devices_bad.join(", ")] : []),
+                 ...(c.disk_low ? ["disk under its floor: raw data is being deleted to make room"] : []),
                  ...failing.map(([lane, f]) => `${lane}: bag ${f.bag_id} not screened ${Z.ago(f.t)}: ${f.reason}`)].join("\n");
     return Z.el("tr", {"data-cp": c.id},
       Z.el("td", {}, Z.el("input", {type: "checkbox", class: "pick", checked: D.chosen.has(c.id),

@@ -381,7 +381,11 @@ function onStatus(s) {
   // a lane held on a bag it is trying again (a passing fault: a locked database, a full disk)
   // shows no new bags meanwhile: amber, with why, so that the officer does not wait in silence
   const held = Object.entries(s.pipelines || {}).filter(([, p]) => p.retrying).sort();
-  $("lanes-health").replaceChildren(...held.map(([id, p]) => {
+  // a disk under its floor: retention is deleting raw data to make room, and writes may fail
+  const disk = s.storage || {};
+  const low = disk.low ? [Z.el("span", {class: "chip bad", title: "storage.min_free_mb: raw data, then evidence central has, are deleted to keep this free"},
+    `disk: ${(disk.free_bytes / 2 ** 20).toFixed(0)} MB free`, Z.el("em", {}, ` — under the ${(disk.min_free_bytes / 2 ** 20).toFixed(0)} MB floor`))] : [];
+  $("lanes-health").replaceChildren(...low, ...held.map(([id, p]) => {
     const r = p.retrying;
     return Z.el("span", {class: "chip warn", title: r.reason},
       `${id}: held on bag ${r.bag_id || "?"} — trying again (${r.failures} failed)`,
