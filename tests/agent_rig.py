@@ -17,11 +17,11 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str], cwd: Path, stdout=None):
+    def __init__(self, name: str, argv: list[str], cwd: Path, stdout=None, env: dict | None = None):
         self.name = name
         self.log = open(cwd / f"{name}.log", "ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "edge_agent", *argv], cwd=cwd,
-                                  stdout=stdout or self.log, stderr=self.log, env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.p = subprocess.Popen([sys.executable, "-m", "edge_agent", *argv], cwd=cwd, stdout=stdout or self.log,
+                                  stderr=self.log, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
     def terminate(self, timeout: float = 10) -> float:
         """SIGTERM; returns the seconds the process took to exit."""
@@ -89,8 +89,8 @@ def agent_config(tmp: Path, devices: dict, *, receivers: list[dict] | None = Non
     return path
 
 
-def start_agent(tmp: Path, config: Path) -> Proc:
-    return Proc("agent", ["agent", "--config", str(config)], tmp)
+def start_agent(tmp: Path, config: Path, env: dict | None = None) -> Proc:
+    return Proc("agent", ["agent", "--config", str(config)], tmp, env=env)
 
 
 def ground_truth(tmp: Path) -> list[dict]:
