@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -282,7 +283,9 @@ class Hub:
                     self._guarded("downlink push", self._push_downlinks, v != last_version)
                     last_version = v
                 next_downlink = now + 1.0
-            if wd and now - last_wd >= wd:
+            # every second, not every half WatchdogSec: a pass of this loop that waited on the store
+            # (at most a few busy timeouts) must not add to a ping that was already half late
+            if wd and now - last_wd >= min(wd, 1.0):
                 sdnotify.watchdog()
                 last_wd = now
             if now >= next_status:
@@ -510,7 +513,11 @@ class Hub:
         self._pending = None
         try:
             new = fut.result()
-        except Exception:  # disk full, store down: no ack, the sender retries later
+        except (OSError, sqlite3.OperationalError) as e:  # disk full, store locked: the sender retries later
+            self.stats["store_errors"] += 1
+            log.error("durable write of %d messages failed; not acked: %s: %s", n, type(e).__name__, e)
+            items = []
+        except Exception:  # anything else is a bug of ours: its traceback
             self.stats["store_errors"] += 1
             log.exception("durable write of %d messages failed; not acked", n)
             items = []

@@ -118,6 +118,13 @@ SCHEMA_VERSION = 1
 
 _SEEN_FIELDS = {"backlog", "skew_s", "rtt_s", "software", "proto", "health", "health_t"}
 
+# How long a statement waits for a lock another process holds (SQLite's busy timeout; the hub's
+# own threads share one connection and never wait on each other this way). Short, because the
+# hub's loop, which pings systemd's watchdog (WatchdogSec=30), waits behind it, and behind this
+# store's lock while the writer thread waits, several times in a pass: a write that waits longer
+# fails, is not acked, and the sender sends it again later; nothing is lost.
+BUSY_S = 2.0
+
 
 class SQLiteStore:
     """The embedded default: one file, WAL, synchronous=FULL (an acked alert survives power loss)."""
@@ -125,7 +132,7 @@ class SQLiteStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn = sqlite3.connect(str(self.path), timeout=BUSY_S, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()  # the hub thread writes while a CLI/dashboard thread may read
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")

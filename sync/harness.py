@@ -151,10 +151,10 @@ class Rig:
         return outbox.backlog(self.edge_db(cp))
 
     # --- processes ------------------------------------------------------------------------------
-    def start_hub(self, wait: bool = True) -> subprocess.Popen:
+    def start_hub(self, wait: bool = True, env: dict | None = None) -> subprocess.Popen:
         log = open(self.root / "hub.log", "ab")
         self.hub = subprocess.Popen([sys.executable, "-m", "edge_agent", "central", "--config", str(self.config)],
-                                    cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+                                    cwd=REPO, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})})
         if wait:
             line = self.hub.stdout.readline()
             if not line:

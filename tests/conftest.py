@@ -45,6 +45,63 @@ def wait_for(cond, timeout: float = 20.0, interval: float = 0.05, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
 
 
+_LOCKER = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+c.execute("ROLLBACK")
+"""
+
+
+def hold_sqlite_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding a SQLite database's write lock (as an engineer's sqlite3 shell or a
+    tool would) for `seconds`; returns once the lock is taken. The process exits 0 when it lets go."""
+    p = subprocess.Popen([sys.executable, "-c", _LOCKER, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    if line != "locked":
+        p.kill()
+        raise AssertionError(f"could not lock {path}: {line!r}")
+    return p
+
+
+class NotifyListener:
+    """A real sd_notify socket, as systemd gives a Type=notify service: collects (monotonic time,
+    message) in a thread of its own. `env` is what the service needs to talk to it."""
+
+    def __init__(self, path: Path, watchdog_s: float = 30.0):
+        import threading
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": str(int(watchdog_s * 1e6))}
+        self.notes: list[tuple[float, str]] = []
+        self._on = threading.Event()
+        self._on.set()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while self._on.is_set():
+            try:
+                self.notes.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except TimeoutError:
+                continue
+
+    def longest_silence(self, t0: float, t1: float) -> float:
+        """The longest stretch between t0 and t1 without a WATCHDOG=1 ping."""
+        pings = [t for t, m in self.notes if m == "WATCHDOG=1" and t0 <= t <= t1]
+        edges = [t0, *pings, t1]
+        return max(b - a for a, b in zip(edges, edges[1:], strict=False))
+
+    def close(self) -> None:
+        self._on.clear()
+        self._thread.join(2)
+        self.sock.close()
+
+
 @pytest.fixture
 def shared_fixtures() -> Path:
     d = SHARED_FIXTURES / "dicos"

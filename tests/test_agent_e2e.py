@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent_rig import agent_config, ground_truth, spool_backlog, start_agent, start_sim, wait_bags
-from tests.conftest import run_zastava, wait_for
+from tests.conftest import NotifyListener, hold_sqlite_lock, run_zastava, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -505,16 +505,6 @@ def test_a_bag_that_meets_a_passing_fault_is_screened_once_it_clears(tmp_path):
     assert alerts_by_bag(read_alerts(tmp_path)) == expected
 
 
-LOCKER = """
-import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-c.execute("ROLLBACK")
-"""
-
-
 def test_a_database_held_locked_by_another_process_delays_bags_but_loses_none(tmp_path):
     """Another process (an engineer's sqlite3 shell, a tool) holds the agent's database locked
     for 36 s while bags come, longer than hung_after_s and systemd's WatchdogSec (30 s). The
@@ -523,40 +513,18 @@ def test_a_database_held_locked_by_another_process_delays_bags_but_loses_none(tm
     systemd's watchdog (a real notify socket) go on throughout. Once the lock goes every bag is
     screened, none set aside. (With one 30 s busy wait, as before, the bag was set aside, the
     lane reported hung and the pings stopped for half a minute.)"""
-    import socket
-    import subprocess
-    import sys
-    import threading
-
     bags = {"LOCKED1": "1.2.826.0.1.3680043.8.498.41", "LOCKED2": "1.2.826.0.1.3680043.8.498.42"}
     staging = weapon_spool(tmp_path, bags)
     spool = tmp_path / "scanner"
     spool.mkdir()
     cfg = agent_config(tmp_path, {"scanner": {"spool_dicos": f"spool://{spool}"}}, storage={"retry_s": 120})
-    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ns.bind(str(tmp_path / "notify.sock"))
-    ns.settimeout(0.5)
-    notes: list[tuple[float, str]] = []
-    listening = threading.Event()
-    listening.set()
-
-    def listen():
-        while listening.is_set():
-            try:
-                notes.append((time.monotonic(), ns.recv(4096).decode()))
-            except TimeoutError:
-                continue
-
-    threading.Thread(target=listen, daemon=True).start()
-    agent = start_agent(tmp_path, cfg, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-                                            "WATCHDOG_USEC": "30000000"})
+    systemd = NotifyListener(tmp_path / "notify.sock")
+    agent = start_agent(tmp_path, cfg, env=systemd.env)
     locker = None
     try:
         wait_for(lambda: (tmp_path / "agent" / "store.sqlite").exists() and "running" in agent.text(), timeout=60,
                  what="the agent up", on_timeout=lambda: agent.text()[-3000:])
-        locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path / "agent" / "store.sqlite"), "36"],
-                                  stdout=subprocess.PIPE, text=True)
-        assert locker.stdout.readline().strip() == "locked"
+        locker = hold_sqlite_lock(tmp_path / "agent" / "store.sqlite", 36)
         t_locked = time.monotonic()
         for f in sorted(staging.glob("*.dcs")):  # the scanner writes its bags meanwhile
             os.replace(f, spool / f.name)
@@ -565,7 +533,6 @@ def test_a_database_held_locked_by_another_process_delays_bags_but_loses_none(tm
         assert not list(spool.glob("done/*")) and not list(spool.glob("bad/*")), "held while locked"
         assert locker.wait(timeout=60) == 0
         t_unlocked = time.monotonic()
-        held_s = t_unlocked - t_locked
         wait_for(lambda: len(list(spool.glob("done/*.dcs"))) == 4, timeout=60, what="both bags screened",
                  on_timeout=lambda: agent.text()[-3000:])
         wait_for(lambda: set(alerts_by_bag(read_alerts(tmp_path))) == set(bags), timeout=10, what="their alerts")
@@ -576,13 +543,13 @@ def test_a_database_held_locked_by_another_process_delays_bags_but_loses_none(tm
         if locker is not None and locker.poll() is None:
             locker.kill()
         agent.terminate()
-        listening.clear()
+        systemd.close()
     log = agent.text()
+    held_s = t_unlocked - t_locked
     assert held_s >= 31, f"the lock lasted {held_s:.0f} s: the test proves nothing shorter than the watchdog's 30 s"
-    pings = [t for t, m in notes if m == "WATCHDOG=1" and t_locked - 2 <= t <= t_unlocked + 2]
-    gaps = [b - a for a, b in zip([t_locked - 2, *pings], [*pings, t_unlocked + 2], strict=True)]
-    assert max(gaps) < 10, f"the watchdog went {max(gaps):.0f} s without a ping while the database was locked"
-    assert not [m for _, m in notes if m.startswith("STATUS=HUNG")]
+    silence = systemd.longest_silence(t_locked - 2, t_unlocked + 2)
+    assert silence < 10, f"the watchdog went {silence:.0f} s without a ping while the database was locked"
+    assert not [m for _, m in systemd.notes if m.startswith("STATUS=HUNG")]
     assert "pipeline hung" not in log and "Traceback" not in log, log[-3000:]
     assert "NOT screened" not in log
     assert alerts_by_bag(read_alerts(tmp_path)) == spool_findings(tmp_path, spool / "done", bags)

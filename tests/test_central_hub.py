@@ -162,3 +162,41 @@ def test_a_message_without_user_id_is_refused(tmp_path):
         router.close(0)
         ctx.term()
         hub.close()
+
+
+def test_a_database_held_locked_keeps_the_hub_pinging_and_loses_no_alert(tmp_path):
+    """Another process holds central's SQLite store locked for 36 s (longer than systemd's
+    WatchdogSec, 30 s) while a checkpoint sends alerts. The hub's writes give up after a short
+    busy wait and are not acked; its loop keeps pinging the watchdog (a real notify socket); once
+    the lock goes the sender's retries deliver every alert, each stored once. (With the old 30 s
+    busy wait the loop, waiting behind the writer, went half a minute without a ping, and systemd
+    would have restarted the hub, again and again while the lock lasted.)"""
+    from tests.conftest import NotifyListener, hold_sqlite_lock
+
+    rig = Rig(tmp_path / "rig")
+    systemd = NotifyListener(tmp_path / "notify.sock")
+    locker = None
+    try:
+        rig.start_hub(env=systemd.env)
+        rig.start_sender()
+        first = rig.add_alerts(10)
+        wait_for(lambda: set(rig.hub_alert_ids()) >= set(first), timeout=30, what="the first alerts at central")
+        locker = hold_sqlite_lock(rig.data_dir / "central.sqlite", 36)
+        t_locked = time.monotonic()
+        later = rig.add_alerts(20)
+        assert locker.wait(timeout=60) == 0
+        t_unlocked = time.monotonic()
+        wait_for(lambda: rig.backlog() == 0, timeout=90, what="every alert acked")
+        ids = rig.hub_alert_ids()
+        assert sorted(ids) == sorted(first + later), "each alert stored exactly once"
+        assert rig.hub.poll() is None
+    finally:
+        if locker is not None and locker.poll() is None:
+            locker.kill()
+        rig.stop_all()
+        systemd.close()
+    assert t_unlocked - t_locked >= 31
+    silence = systemd.longest_silence(t_locked - 2, t_unlocked + 2)
+    assert silence < 15, f"the hub went {silence:.0f} s without a watchdog ping while its store was locked"
+    log = (rig.root / "hub.log").read_text()
+    assert "database is locked" in log, log[-2000:]
