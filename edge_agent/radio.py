@@ -166,7 +166,10 @@ class RadioReceiver:
         self.counters["alerts"] += 1
         e = f.emitter
         self.fusion.note_radio_alert(a.uuid, a.kind, a.t, f"{e.cls or 'unclassified'} at {e.center_hz / 1e6:.4f} MHz")
-        self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
+        try:
+            self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
+        except TRANSIENT as err:  # stored and queued for central: only the console's live feed misses it
+            log.warning("%s: alert %s stored but not shown live: %s: %s", self.rx.id, a.uuid, type(err).__name__, err)
         if u is not None:
             log.warning("%s: %s alert %s stored on attempt %d", self.rx.id, a.kind, a.uuid, u.failures + 1)
         return a
@@ -177,7 +180,11 @@ class RadioReceiver:
         due = [u for u in self._unstored if u.next_at <= now]
         self._unstored = [u for u in self._unstored if u.next_at > now]
         for u in due:
-            self._keep(u.alert, u.finding, u.block, u)
+            try:
+                self._keep(u.alert, u.finding, u.block, u)
+            except Exception:  # a bug of ours on one alert must not cost the others waiting
+                self.counters["alerts_lost"] += 1
+                log.exception("%s: %s alert %s LOST storing it again", self.rx.id, u.alert.kind, u.alert.uuid)
 
     def _write(self, a: Alert, f, block) -> bool:
         """Evidence files, then the alert's row (False: that uuid is stored already)."""

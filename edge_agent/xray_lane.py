@@ -105,7 +105,7 @@ class Retry:
     arrived: float
     first: float  # monotonic time of its first failure
     since: float  # the same as wall-clock time, for the officer
-    failures: int = 1  # attempts that failed so far
+    failures: int = 0  # attempts that failed so far
     next_at: float = 0.0
     reason: str = ""
     carried: dict = field(default_factory=dict)  # uuid -> Alert committed by an earlier attempt
@@ -207,7 +207,10 @@ class XrayLane:
             self.last_failed = {"bag_id": bag_id, "t": time.time(), "reason": reason[:300]}
             tries = f" after {retry.failures + 1} attempts over {time.monotonic() - retry.first:.0f} s" if retry else ""
             log.error("%s: bag %s NOT screened%s: %s", self.lane.id, bag_id, tries, reason)
-            self._announce(list(self._carried.values()), arrived)  # what was committed stands, and is shown
+            try:  # what was committed stands, and is shown
+                self._announce(list(self._carried.values()), arrived)
+            except Exception:  # never at the price of the receipt: without it the source would wait forever
+                log.exception("%s: announcing the committed alerts of bag %s", self.lane.id, bag_id)
             if done is not None:
                 done.set(reason)
             if not isinstance(e, NotScreened):
@@ -225,7 +228,7 @@ class XrayLane:
         so a second attempt commits none twice."""
         now = time.monotonic()
         if retry is None:
-            retry = Retry(frame, done, arrived, first=now, since=time.time(), failures=0)
+            retry = Retry(frame, done, arrived, first=now, since=time.time())
         delay = retry_delay(retry.failures + 1)
         if now + delay - retry.first > self.cfg.storage.retry_s:
             return False
@@ -318,7 +321,10 @@ class XrayLane:
             risk=risk,
         ))
         if self.counters["frames"] % 20 == 0:
-            self._files.enforce()
+            try:
+                self._files.enforce()
+            except TRANSIENT as e:  # the bag is screened and shown: retention tries again in 20 bags
+                log.warning("%s: retention could not run: %s: %s", self.lane.id, type(e).__name__, e)
         return alerts
 
     def _announce(self, alerts: list[Alert], arrived: float) -> None:
@@ -326,12 +332,13 @@ class XrayLane:
         committed, or when the bag is given up with some of them committed."""
         if not alerts:
             return
+        rows = [self._store.get_alert(a.uuid) for a in alerts]  # first: a read that fails counts nothing
         self.latency.append(time.monotonic() - arrived)
         del self.latency[:-1000]
         self.counters["alerts"] += len(alerts)
         self.counters["bags_alerted"] += 1
-        for a in alerts:
-            self.state.events.publish("alert", {"alert": self._store.get_alert(a.uuid)})
+        for row in rows:
+            self.state.events.publish("alert", {"alert": row})
         self._maybe_stop_belt(max(alerts, key=lambda a: SEVERITY_PRIORITY[a.severity]))
 
     def _tdr_failed(self, bag_id: str, what: str, e: Exception) -> None:
