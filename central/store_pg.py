@@ -150,10 +150,19 @@ def schema_version(conn: psycopg.Connection) -> int:
     return int(row[0])
 
 
+# How long a statement waits for a lock another session holds (PostgreSQL waits forever by
+# default): an administrator's open transaction, a LOCK TABLE, another hub's schema migration.
+# The hub's loop, which pings systemd's watchdog (WatchdogSec=30), makes some of these calls
+# itself; a statement that waits longer fails, is not acked, and is sent again by the sender.
+LOCK_TIMEOUT_S = 5
+
+
 def _configure(conn: psycopg.Connection) -> None:
-    """Every pooled connection: autocommit (transactions are explicit) and durable commits."""
+    """Every pooled connection: autocommit (transactions are explicit), durable commits, and a
+    bounded wait for locks (LOCK_TIMEOUT_S)."""
     conn.autocommit = True
     conn.execute("SET synchronous_commit = on")
+    conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
     conn.execute("SET application_name = 'zastava-central'")
 
 

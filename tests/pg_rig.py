@@ -184,15 +184,16 @@ class MultiHubRig:
             self.endpoints.append(ep)
         self.hubs: list[subprocess.Popen | None] = [None] * hubs
 
-    def start_hub(self, i: int) -> subprocess.Popen:
+    def start_hub(self, i: int, env: dict | None = None) -> subprocess.Popen:
         import json
+        import os
         import sys
 
         from sync.harness import REPO
 
         log = open(self.rig.root / f"hub-{i}.log", "ab")
         p = subprocess.Popen([sys.executable, "-m", "edge_agent", "central", "--config", str(self.configs[i])],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})})
         line = p.stdout.readline()
         if not line:
             raise RuntimeError(f"hub {i} did not start; see {self.rig.root / f'hub-{i}.log'}")

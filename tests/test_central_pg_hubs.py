@@ -145,3 +145,45 @@ def test_postgresql_down_nothing_acked_then_everything_once(pg, hubs):
     logs = (hubs.rig.root / "hub-0.log").read_text() + (hubs.rig.root / "hub-1.log").read_text()
     assert "not acked" in logs or "carrying on" in logs  # a store call failed and was logged
     assert "Exception in thread" not in logs  # ... and the hub loop survived it
+
+
+def test_tables_locked_by_another_session_keep_the_hub_pinging_and_lose_no_alert(pg, tmp_path):
+    """Another session (an administrator's open transaction, another hub's migration) holds the
+    checkpoints and alerts tables locked for 36 s, longer than systemd's WatchdogSec, while a
+    checkpoint sends alerts. The hub's statements give up after lock_timeout (5 s) instead of
+    waiting for ever, are not acked, and its loop keeps pinging the watchdog (a real notify
+    socket); once the lock goes every alert is stored exactly once. (PostgreSQL's default is to
+    wait for ever: the loop, flushing checkpoint state, went silent for the whole lock.)"""
+    import psycopg
+
+    from tests.conftest import NotifyListener
+
+    url = pg.create_db("locked")
+    r = MultiHubRig(tmp_path / "rig", url, hubs=1)
+    systemd = NotifyListener(tmp_path / "notify.sock")
+    holder = None
+    try:
+        r.start_hub(0, env=systemd.env)
+        r.start_sender()
+        ids = r.rig.add_alerts(10)
+        wait_for(lambda: r.rig.backlog() == 0, 30, what="the first alerts stored")
+        holder = psycopg.connect(url)  # a transaction opens with the first statement and stays open
+        holder.execute("LOCK TABLE checkpoints, alerts IN ACCESS EXCLUSIVE MODE")
+        t_locked = time.monotonic()
+        ids += r.rig.add_alerts(20)
+        time.sleep(36)
+        holder.rollback()
+        t_unlocked = time.monotonic()
+        wait_for(lambda: r.rig.backlog() == 0, 90, what="every alert acked after the lock")
+        _assert_exactly_once(r, ids)
+        assert r.hubs[0].poll() is None
+    finally:
+        if holder is not None:
+            holder.close()
+        r.stop_all()
+        systemd.close()
+        pg.drop_db(url)
+    silence = systemd.longest_silence(t_locked - 2, t_unlocked + 2)
+    assert silence < 15, f"the hub went {silence:.0f} s without a watchdog ping while its tables were locked"
+    log = (r.rig.root / "hub-0.log").read_text()
+    assert "lock timeout" in log, log[-2000:]
