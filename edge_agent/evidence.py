@@ -7,8 +7,8 @@ Retention order when the directory is over its quota:
      log line, because that is evidence central will never see.
 The quota counts our files only, and the disk is shared (the store, a scanner's spool and
 C-STORE inbox, the system's logs): so steps 1 and 2 also run whenever the file system has less
-than `min_free` bytes free (make_room, before every bag and radio alert), since a full disk
-fails every write of every bag after it.
+than `min_free` bytes free (make_room: every second from the supervisor, and before every bag
+and radio alert), since a full disk fails every write of every bag after it.
 Each file is written to a temporary name, fsynced and renamed, so a crash leaves either the
 whole file or none, and it is recorded in the store's `files` table in the same breath.
 """

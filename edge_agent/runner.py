@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 class Agent:
     def __init__(self, cfg, config_path: str = "config"):
+        from edge_agent.evidence import FileStore
         from edge_agent.fusion import Fusion
         from edge_agent.state import AgentState
         from edge_agent.store import Store
@@ -44,6 +45,10 @@ class Agent:
         # migrates; this connection is the supervisor's, which pings systemd's watchdog (30 s): its
         # health writes wait at most SUPERVISOR_BUSY_S for a database another process holds locked
         self.store = Store(self.store_path, SUPERVISOR_BUSY_S)
+        # the supervisor makes room on a full disk too: the lanes do before each bag, but with no
+        # room a C-STORE inbox refuses every image and no bag ever comes to make it
+        self.files = FileStore(self.store, self.files_root, cfg.storage.quota_mb << 20, cfg.storage.hard_limit_mb << 20,
+                               cfg.storage.min_free_mb << 20)
         self.state = AgentState(cfg.checkpoint_id)
         self.fusion = Fusion(cfg.fusion_window_s)
         self.lanes: list = []
@@ -105,8 +110,10 @@ class Agent:
         for rr in self.receivers:
             self.state.set_device(f"{rr.rx.id}.source", "iq", rr.source.health().as_dict())
             self.state.pipelines[rr.rx.id] = {**rr.report(), "worker_age_s": round(rr.worker.age(), 1)}
-        free = shutil.disk_usage(self.root).free
         floor = self.cfg.storage.min_free_mb << 20
+        if floor and shutil.disk_usage(self.root).free < floor:
+            self.files.make_room()
+        free = shutil.disk_usage(self.root).free
         self.state.storage = {"free_bytes": free, "min_free_bytes": floor, "low": bool(floor and free < floor)}
         if self.sender is not None:
             self.state.link.update(self.sender.link_state())
