@@ -108,15 +108,18 @@ class FileStore:
             return None
         removed = {"raw": 0, "delivered": 0}
         for which in removed:
-            candidates = self._candidates(which)
-            while free < self.min_free and candidates:
+            candidates = iter(self._candidates(which))  # oldest first
+            while free < self.min_free:
                 # as many as their sizes say will make the room, in one transaction: a delete
                 # apiece wrote several pages each to the WAL, on the very disk that is full
                 batch, need = [], self.min_free - free
-                while candidates and need > 0:
-                    rel, size, _uuid = candidates.pop(0)
+                for rel, size, _uuid in candidates:
                     batch.append(rel)
                     need -= size
+                    if need <= 0:
+                        break
+                if not batch:
+                    break  # nothing of this kind left
                 self._delete_many(batch)
                 removed[which] += len(batch)
                 free = self.free()  # blocks on disk, not the files' sizes, are what came back

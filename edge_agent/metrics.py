@@ -47,6 +47,9 @@ class AgentCollector(Collector):
                                     value=float(disk["free_bytes"]))
             yield GaugeMetricFamily("zastava_disk_min_free_bytes", "storage.min_free_mb: retention keeps this free",
                                     value=float(disk["min_free_bytes"]))
+            yield CounterMetricFamily("zastava_disk_deleted_for_room", "files the supervisor deleted to keep the "
+                                      "floor (the lanes' own: the pipelines' deleted_for_disk)",
+                                      value=float(disk.get("deleted_for_disk", 0)))
         link = s["link"]
         yield GaugeMetricFamily("zastava_central_connected", "1 if the link to central is up",
                                 value=1.0 if link.get("connected") else 0.0)

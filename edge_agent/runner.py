@@ -24,6 +24,7 @@ log = logging.getLogger("zastava.agent")
 
 SUPERVISOR_BUSY_S = 5.0  # see Agent.__init__: well inside systemd's WatchdogSec (30 s)
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, help="path to zastava.toml")
 
@@ -114,7 +115,8 @@ class Agent:
         if floor and shutil.disk_usage(self.root).free < floor:
             self.files.make_room()
         free = shutil.disk_usage(self.root).free
-        self.state.storage = {"free_bytes": free, "min_free_bytes": floor, "low": bool(floor and free < floor)}
+        self.state.storage = {"free_bytes": free, "min_free_bytes": floor, "low": bool(floor and free < floor),
+                              "deleted_for_disk": self.files.deleted_for_disk}
         if self.sender is not None:
             self.state.link.update(self.sender.link_state())
             self.sender.set_health(self.snapshot())

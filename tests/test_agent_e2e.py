@@ -613,6 +613,8 @@ def test_a_disk_filled_by_something_else_costs_old_raw_data_not_bags(tmp_path):
         assert re.search(r"^zastava_disk_min_free_bytes 1\.048576e\+06$", text, re.M), text[-2000:]
         free = float(re.search(r"^zastava_disk_free_bytes (\S+)$", text, re.M).group(1))
         assert 0 < free < 8 << 20, free  # the tmpfs's, not the machine's
+        by_supervisor = float(re.search(r"^zastava_disk_deleted_for_room_total (\S+)$", text, re.M).group(1))
+        assert by_supervisor > 0, "the supervisor made room before any later bag came"
         order = [f"{b}.jpg" for b in (*first, *later)]
         kept = {p.name for p in raw.rglob("*.jpg")}
         assert "OLD00.jpg" not in kept and all(f"{b}.jpg" in kept for b in later), sorted(kept)
