@@ -165,3 +165,34 @@ def test_info_and_logout(console):
     assert c.post("/logout", headers={"x-csrf-token": csrf(c)}).status_code == 200
     assert c.get("/api/info").status_code == 401
     assert json.loads(c.get("/api/me").text)["detail"] == "login required"
+
+
+def test_a_store_locked_by_another_process_answers_503_then_the_decision_goes_through(console):
+    """Another process (an engineer's sqlite3 shell, a tool) holds the store locked: an officer's
+    decision is answered 503 with the reason within the console's 5 s wait, not after half a
+    minute and not as a 500; nothing of it is stored; once the lock goes the same decision is."""
+    import time
+
+    from tests.conftest import hold_sqlite_lock
+
+    con, cfg, state, store, files = console
+    _, alerts = add_bag(state, store, files, "L1", "bag-locked", seed=5, narcotics=True)
+    uuid = alerts[0].uuid
+    c = client(con, "olga")
+    token = csrf(c)
+    body = {"decision": "cleared", "note": "x-ray rechecked"}
+    locker = hold_sqlite_lock(store.path, 10)
+    try:
+        t0 = time.monotonic()
+        r = c.post(f"/api/alerts/{uuid}/decision", json=body, headers={"x-csrf-token": token})
+        waited = time.monotonic() - t0
+        assert r.status_code == 503, r.text
+        assert "busy" in r.json()["detail"] and "locked" in r.json()["detail"] and r.headers["retry-after"] == "5"
+        assert waited < 9, f"answered after {waited:.1f} s"
+        assert c.get(f"/api/alerts/{uuid}").json()["decisions"] == [], "reads go on while locked (WAL)"
+    finally:
+        assert locker.wait(timeout=30) == 0
+    assert store.decisions_for(uuid) == []
+    r = c.post(f"/api/alerts/{uuid}/decision", json=body, headers={"x-csrf-token": token})
+    assert r.status_code == 200, r.text
+    assert [d["decision"] for d in store.decisions_for(uuid)] == ["cleared"]

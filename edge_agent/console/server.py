@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 import uuid as _uuid
@@ -50,6 +51,11 @@ def fast_json(obj) -> Response:
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
+# How long a console request waits for a database another process holds locked before it is
+# answered 503 (try again): an officer waiting half a minute on a button learns nothing.
+CONSOLE_BUSY_S = 5.0
+
+
 class Stores:
     """One Store (and FileStore) per thread: a sqlite3 connection belongs to the thread that made it."""
 
@@ -68,7 +74,7 @@ class Stores:
 
         pair = getattr(self._local, "pair", None)
         if pair is None:
-            s = Store(self.store_path)
+            s = Store(self.store_path, CONSOLE_BUSY_S)
             pair = (s, FileStore(s, self.files_root, self.quota, self.hard))
             self._local.pair = pair
             with self._lock:
@@ -294,6 +300,14 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def store_busy(request: Request, exc: sqlite3.OperationalError):
+        # a database another process holds locked, a disk that refuses: the write was one
+        # transaction, so nothing of it stands; the officer is told to try again, not shown a 500
+        log.warning("console: %s %s: the store failed: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": f"the checkpoint's store is busy ({exc}): not saved, try again in a moment"},
+                            status_code=503, headers={"retry-after": "5"})
 
     webauth.install(app, auth, webauth.session_secret(root / "console_session.key"), cfg.console.secure_cookies,
                     cookie_name="zastava_console", rules=ROLE_RULES, title=f"Zastava console — {cfg.checkpoint_id}")
