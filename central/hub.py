@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -513,7 +512,7 @@ class Hub:
         self._pending = None
         try:
             new = fut.result()
-        except (OSError, sqlite3.OperationalError) as e:  # disk full, store locked: the sender retries later
+        except self.store.TRANSIENT as e:  # disk full, store locked or away: the sender retries later
             self.stats["store_errors"] += 1
             log.error("durable write of %d messages failed; not acked: %s: %s", n, type(e).__name__, e)
             items = []

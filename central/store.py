@@ -74,6 +74,10 @@ class Downlink:
 class HubStore(Protocol):
     """What the hub and the dashboard need; each implementation is safe to use from one thread."""
 
+    # the errors of a store that is there but cannot serve just now (locked, full, restarting):
+    # the hub logs them in one line and leaves the batch unacked; anything else is a bug
+    TRANSIENT: tuple[type[BaseException], ...]
+
     def write_batch(self, items: list[Inbound]) -> list[bool]: ...
     def update_checkpoints(self, t: float, updates: dict[str, dict]) -> None: ...
     def queue_downlink(self, kind: str, doc: dict, targets: list[str]) -> int: ...
@@ -128,6 +132,8 @@ BUSY_S = 2.0
 
 class SQLiteStore:
     """The embedded default: one file, WAL, synchronous=FULL (an acked alert survives power loss)."""
+
+    TRANSIENT = (OSError, sqlite3.OperationalError)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

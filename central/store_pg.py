@@ -170,6 +170,10 @@ class PostgresStore:
     """HubStore on PostgreSQL. Safe to share between threads (each call borrows a pooled connection)
     and between hub processes (see the module docstring)."""
 
+    # the server away or restarting, the pool's wait run out, a lock past lock_timeout (all
+    # psycopg.OperationalError), or our own disk refusing an evidence file
+    TRANSIENT = (OSError, psycopg.OperationalError)
+
     def __init__(self, url: str, min_size: int = 1, max_size: int = 4, timeout_s: float = 5.0,
                  migrations: Sequence[Migration] = MIGRATIONS):
         """timeout_s bounds the wait for a connection: while PostgreSQL is away, a hub's write fails

@@ -111,9 +111,8 @@ class Agent:
         for rr in self.receivers:
             self.state.set_device(f"{rr.rx.id}.source", "iq", rr.source.health().as_dict())
             self.state.pipelines[rr.rx.id] = {**rr.report(), "worker_age_s": round(rr.worker.age(), 1)}
+        self.files.make_room()  # one statvfs when there is room
         floor = self.cfg.storage.min_free_mb << 20
-        if floor and shutil.disk_usage(self.root).free < floor:
-            self.files.make_room()
         free = shutil.disk_usage(self.root).free
         self.state.storage = {"free_bytes": free, "min_free_bytes": floor, "low": bool(floor and free < floor),
                               "deleted_for_disk": self.files.deleted_for_disk}
