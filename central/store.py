@@ -122,6 +122,119 @@ SCHEMA_VERSION = 1
 
 _SEEN_FIELDS = {"backlog", "skew_s", "rtt_s", "software", "proto", "health", "health_t"}
 
+
+def check_downlink(kind: str, doc: dict, targets: list[str]) -> str:
+    """A downlink document fit to queue, for either store: returns its digest."""
+    if kind not in DOWNLINK_KINDS:
+        raise ValueError(f"unknown downlink kind {kind!r}; one of {DOWNLINK_KINDS}")
+    check_doc(kind, doc)
+    if not targets:
+        raise ValueError("no target checkpoints")
+    return doc_digest(doc)
+
+
+class HubReads:
+    """The reads the hub and the dashboard make, written once for both stores. Their SQL is the
+    same on SQLite and PostgreSQL but for the parameter mark, so it is written with `?` and `_read`
+    gives each driver the mark it wants (psycopg's is `%s`). Rows come back as dicts."""
+
+    MARK = "?"
+
+    def _query(self, sql: str, args: list | tuple = ()) -> list[dict]:
+        raise NotImplementedError
+
+    def _read(self, sql: str, args: list | tuple = ()) -> list[dict]:
+        return self._query(sql if self.MARK == "?" else sql.replace("?", self.MARK), args)
+
+    def update_checkpoints(self, t: float, updates: dict[str, dict]) -> None:
+        raise NotImplementedError
+
+    def seen(self, checkpoint: str, t: float, **fields: object) -> None:
+        self.update_checkpoints(t, {checkpoint: fields})
+
+    # --- downlink ---------------------------------------------------------------------------------
+    def pending_downlinks(self, checkpoint: str) -> list[Downlink]:
+        rows = self._read(
+            "SELECT d.version, d.kind, d.doc, d.sha256, d.created, t.acked, t.ok FROM downlink_docs d"
+            " JOIN downlink_targets t ON t.version = d.version"
+            " WHERE t.checkpoint = ? AND d.version = (SELECT max(d2.version) FROM downlink_docs d2"
+            "   JOIN downlink_targets t2 ON t2.version = d2.version WHERE t2.checkpoint = ? AND d2.kind = d.kind)",
+            (checkpoint, checkpoint))
+        return [Downlink(int(r["version"]), r["kind"], json.loads(r["doc"]), r["sha256"], r["created"])
+                for r in rows if r["acked"] is None]
+
+    def latest_downlink_version(self) -> int:
+        return int(self._read("SELECT coalesce(max(version), 0) AS v FROM downlink_docs")[0]["v"])
+
+    def downlinks(self, checkpoint: str | None = None) -> list[dict]:
+        sql = ("SELECT d.version, d.kind, d.sha256, d.created, t.checkpoint, t.acked, t.ok, t.error"
+               " FROM downlink_docs d JOIN downlink_targets t ON t.version = d.version")
+        args: list = []
+        if checkpoint:
+            sql += " WHERE t.checkpoint = ?"
+            args.append(checkpoint)
+        rows = self._read(sql + " ORDER BY d.version DESC, t.checkpoint", args)
+        for r in rows:
+            r["version"] = int(r["version"])
+            r["ok"] = None if r["ok"] is None else bool(r["ok"])
+        return rows
+
+    # --- dashboard reads --------------------------------------------------------------------------
+    def checkpoints(self) -> list[CheckpointStatus]:
+        rows = self._read(
+            "SELECT c.*, (SELECT count(*) FROM alerts a WHERE a.checkpoint = c.id) AS n FROM checkpoints c ORDER BY c.id")
+        return [CheckpointStatus(r["id"], r["first_seen"], r["last_seen"], r["backlog"],
+                                 json.loads(r["health"]) if r["health"] else None, r["health_t"], r["skew_s"],
+                                 r["rtt_s"], r["software"], r["proto"], int(r["n"])) for r in rows]
+
+    def alerts(self, checkpoint: str | None = None, kind: str | None = None, severity: str | None = None,
+               since: float | None = None, until: float | None = None, limit: int = 100,
+               offset: int = 0) -> list[dict]:
+        """Newest first by the edge's own alert time; `kind` matches a prefix ("rf." for all radio)."""
+        where, args = [], []
+        if checkpoint:
+            where.append("checkpoint = ?")
+            args.append(checkpoint)
+        if kind:
+            where.append("kind LIKE ? ESCAPE '\\'")
+            args.append(kind.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if severity:
+            where.append("severity = ?")
+            args.append(severity)
+        if since is not None:
+            where.append("t >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("t < ?")
+            args.append(until)
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+        # NULL last in both (SQLite sorts it lowest, PostgreSQL highest)
+        sql += " ORDER BY t DESC NULLS LAST, uuid LIMIT ? OFFSET ?"
+        rows = self._read(sql, [*args, int(limit), int(offset)])
+        for r in rows:
+            r["data"] = json.loads(r["data"])
+        return rows
+
+    def alert(self, uuid: str) -> dict | None:
+        """One alert with its evidence (paths relative to the hub's data dir) and officer decisions."""
+        rows = self._read("SELECT * FROM alerts WHERE uuid = ?", (uuid,))
+        if not rows:
+            return None
+        a = rows[0]
+        a["data"] = json.loads(a["data"])
+        a["evidence"] = self._read("SELECT name, mime, size, sha256, path, missing FROM evidence"
+                                    " WHERE alert_uuid = ? ORDER BY name", (uuid,))
+        for e in a["evidence"]:
+            e["missing"] = bool(e["missing"])
+        a["decisions"] = self._read("SELECT * FROM decisions WHERE alert_uuid = ? ORDER BY created", (uuid,))
+        for d in a["decisions"]:
+            d["data"] = json.loads(d["data"])
+        return a
+
+    def count_alerts(self) -> int:
+        return int(self._read("SELECT count(*) AS n FROM alerts")[0]["n"])
+
+
 # How long a statement waits for a lock another process holds (SQLite's busy timeout; the hub's
 # own threads share one connection and never wait on each other this way). Short, because the
 # hub's loop, which pings systemd's watchdog (WatchdogSec=30), waits behind it, and behind this
@@ -130,7 +243,7 @@ _SEEN_FIELDS = {"backlog", "skew_s", "rtt_s", "software", "proto", "health", "he
 BUSY_S = 2.0
 
 
-class SQLiteStore:
+class SQLiteStore(HubReads):
     """The embedded default: one file, WAL, synchronous=FULL (an acked alert survives power loss)."""
 
     TRANSIENT = (OSError, sqlite3.OperationalError)
@@ -168,7 +281,7 @@ class SQLiteStore:
             self.conn.execute("COMMIT")
             return out
 
-    def _query(self, sql: str, args: list | tuple = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, args: list | tuple = ()) -> list[dict]:
         with self._lock:
             cur = self.conn.execute(sql, args)
             cols = [d[0] for d in cur.description]
@@ -243,9 +356,6 @@ class SQLiteStore:
         if stmts:
             self._tx(lambda c: [c.execute(sql, args) for sql, args in stmts])
 
-    def seen(self, checkpoint: str, t: float, **fields: object) -> None:
-        self.update_checkpoints(t, {checkpoint: fields})
-
     # --- downlink ---------------------------------------------------------------------------------
     def queue_downlink(self, kind: str, doc: dict, targets: list[str]) -> int:
         """Store a new version of a document for these checkpoints; returns its version number.
@@ -253,12 +363,7 @@ class SQLiteStore:
         Versions are one increasing sequence over all kinds; a checkpoint is sent, per kind, only
         the newest version addressed to it, so one that was offline catches up in one step.
         """
-        if kind not in DOWNLINK_KINDS:
-            raise ValueError(f"unknown downlink kind {kind!r}; one of {DOWNLINK_KINDS}")
-        check_doc(kind, doc)
-        if not targets:
-            raise ValueError("no target checkpoints")
-        digest = doc_digest(doc)
+        digest = check_downlink(kind, doc, targets)
 
         def tx(c: sqlite3.Connection) -> int:
             cur = c.execute("INSERT INTO downlink_docs (kind, doc, sha256, created) VALUES (?, ?, ?, ?)",
@@ -270,19 +375,6 @@ class SQLiteStore:
 
         return self._tx(tx)  # type: ignore[return-value]
 
-    def pending_downlinks(self, checkpoint: str) -> list[Downlink]:
-        rows = self._query(
-            "SELECT d.version, d.kind, d.doc, d.sha256, d.created, t.acked, t.ok FROM downlink_docs d"
-            " JOIN downlink_targets t ON t.version = d.version"
-            " WHERE t.checkpoint = ? AND d.version = (SELECT max(d2.version) FROM downlink_docs d2"
-            "   JOIN downlink_targets t2 ON t2.version = d2.version WHERE t2.checkpoint = ? AND d2.kind = d.kind)",
-            (checkpoint, checkpoint))
-        return [Downlink(r["version"], r["kind"], json.loads(r["doc"]), r["sha256"], r["created"])
-                for r in rows if r["acked"] is None]
-
-    def latest_downlink_version(self) -> int:
-        return self._query("SELECT coalesce(max(version), 0) AS v FROM downlink_docs")[0]["v"]
-
     def record_downlink_ack(self, checkpoint: str, kind: str, version: int, ok: bool, error: str | None) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             cur = c.execute(
@@ -292,72 +384,6 @@ class SQLiteStore:
             return cur.rowcount == 1
 
         return self._tx(tx)  # type: ignore[return-value]
-
-    def downlinks(self, checkpoint: str | None = None) -> list[dict]:
-        sql = ("SELECT d.version, d.kind, d.sha256, d.created, t.checkpoint, t.acked, t.ok, t.error"
-               " FROM downlink_docs d JOIN downlink_targets t ON t.version = d.version")
-        args: list = []
-        if checkpoint:
-            sql += " WHERE t.checkpoint = ?"
-            args.append(checkpoint)
-        rows = self._query(sql + " ORDER BY d.version DESC, t.checkpoint", args)
-        for r in rows:
-            r["ok"] = None if r["ok"] is None else bool(r["ok"])
-        return rows
-
-    # --- dashboard reads --------------------------------------------------------------------------
-    def checkpoints(self) -> list[CheckpointStatus]:
-        rows = self._query(
-            "SELECT c.*, (SELECT count(*) FROM alerts a WHERE a.checkpoint = c.id) AS n FROM checkpoints c ORDER BY c.id")
-        return [CheckpointStatus(r["id"], r["first_seen"], r["last_seen"], r["backlog"],
-                                 json.loads(r["health"]) if r["health"] else None, r["health_t"], r["skew_s"],
-                                 r["rtt_s"], r["software"], r["proto"], r["n"]) for r in rows]
-
-    def alerts(self, checkpoint: str | None = None, kind: str | None = None, severity: str | None = None,
-               since: float | None = None, until: float | None = None, limit: int = 100,
-               offset: int = 0) -> list[dict]:
-        """Newest first by the edge's own alert time; `kind` matches a prefix ("rf." for all radio)."""
-        where, args = [], []
-        if checkpoint:
-            where.append("checkpoint = ?")
-            args.append(checkpoint)
-        if kind:
-            where.append("kind LIKE ? ESCAPE '\\'")
-            args.append(kind.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        if severity:
-            where.append("severity = ?")
-            args.append(severity)
-        if since is not None:
-            where.append("t >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("t < ?")
-            args.append(until)
-        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY t DESC, uuid LIMIT ? OFFSET ?"
-        rows = self._query(sql, [*args, int(limit), int(offset)])
-        for r in rows:
-            r["data"] = json.loads(r["data"])
-        return rows
-
-    def alert(self, uuid: str) -> dict | None:
-        """One alert with its evidence (paths relative to the hub's data dir) and officer decisions."""
-        rows = self._query("SELECT * FROM alerts WHERE uuid = ?", (uuid,))
-        if not rows:
-            return None
-        a = rows[0]
-        a["data"] = json.loads(a["data"])
-        a["evidence"] = self._query("SELECT name, mime, size, sha256, path, missing FROM evidence"
-                                    " WHERE alert_uuid = ? ORDER BY name", (uuid,))
-        for e in a["evidence"]:
-            e["missing"] = bool(e["missing"])
-        a["decisions"] = self._query("SELECT * FROM decisions WHERE alert_uuid = ? ORDER BY created", (uuid,))
-        for d in a["decisions"]:
-            d["data"] = json.loads(d["data"])
-        return a
-
-    def count_alerts(self) -> int:
-        return self._query("SELECT count(*) AS n FROM alerts")[0]["n"]
 
 
 def _num(v: object) -> float | None:

@@ -40,8 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from central.store import _SEEN_FIELDS, CheckpointStatus, Downlink, Inbound, _bin, _num, _s
-from sync.wire import DOWNLINK_KINDS, check_doc, doc_digest
+from central.store import _SEEN_FIELDS, HubReads, Inbound, _bin, _num, _s, check_downlink
 
 # Advisory lock keys (pg_advisory_xact_lock takes one bigint): ASCII of "ZSTV" plus a role number.
 LOCK_MIGRATE = 0x5A535456_0001
@@ -166,13 +165,14 @@ def _configure(conn: psycopg.Connection) -> None:
     conn.execute("SET application_name = 'zastava-central'")
 
 
-class PostgresStore:
+class PostgresStore(HubReads):
     """HubStore on PostgreSQL. Safe to share between threads (each call borrows a pooled connection)
     and between hub processes (see the module docstring)."""
 
     # the server away or restarting, the pool's wait run out, a lock past lock_timeout (all
     # psycopg.OperationalError), or our own disk refusing an evidence file
     TRANSIENT = (OSError, psycopg.OperationalError)
+    MARK = "%s"
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 4, timeout_s: float = 5.0,
                  migrations: Sequence[Migration] = MIGRATIONS):
@@ -312,21 +312,13 @@ class PostgresStore:
 
         self._tx(tx)
 
-    def seen(self, checkpoint: str, t: float, **fields: object) -> None:
-        self.update_checkpoints(t, {checkpoint: fields})
-
     # --- downlink ---------------------------------------------------------------------------------
     def queue_downlink(self, kind: str, doc: dict, targets: list[str]) -> int:
         """Store a new version of a document for these checkpoints; returns its version number.
 
         The advisory lock serialises writers, so version numbers commit in increasing order.
         """
-        if kind not in DOWNLINK_KINDS:
-            raise ValueError(f"unknown downlink kind {kind!r}; one of {DOWNLINK_KINDS}")
-        check_doc(kind, doc)
-        if not targets:
-            raise ValueError("no target checkpoints")
-        digest = doc_digest(doc)
+        digest = check_downlink(kind, doc, targets)
 
         def tx(c: psycopg.Connection) -> int:
             c.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_DOWNLINK,))
@@ -338,19 +330,6 @@ class PostgresStore:
 
         return self._tx(tx)
 
-    def pending_downlinks(self, checkpoint: str) -> list[Downlink]:
-        rows = self._query(
-            "SELECT d.version, d.kind, d.doc, d.sha256, d.created, t.acked, t.ok FROM downlink_docs d"
-            " JOIN downlink_targets t ON t.version = d.version"
-            " WHERE t.checkpoint = %s AND d.version = (SELECT max(d2.version) FROM downlink_docs d2"
-            "   JOIN downlink_targets t2 ON t2.version = d2.version WHERE t2.checkpoint = %s AND d2.kind = d.kind)",
-            (checkpoint, checkpoint))
-        return [Downlink(int(r["version"]), r["kind"], json.loads(r["doc"]), r["sha256"], r["created"])
-                for r in rows if r["acked"] is None]
-
-    def latest_downlink_version(self) -> int:
-        return int(self._query("SELECT coalesce(max(version), 0) AS v FROM downlink_docs")[0]["v"])
-
     def record_downlink_ack(self, checkpoint: str, kind: str, version: int, ok: bool, error: str | None) -> bool:
         def tx(c: psycopg.Connection) -> bool:
             cur = c.execute(
@@ -360,74 +339,6 @@ class PostgresStore:
             return cur.rowcount == 1
 
         return self._tx(tx)
-
-    def downlinks(self, checkpoint: str | None = None) -> list[dict]:
-        sql = ("SELECT d.version, d.kind, d.sha256, d.created, t.checkpoint, t.acked, t.ok, t.error"
-               " FROM downlink_docs d JOIN downlink_targets t ON t.version = d.version")
-        args: list = []
-        if checkpoint:
-            sql += " WHERE t.checkpoint = %s"
-            args.append(checkpoint)
-        rows = self._query(sql + " ORDER BY d.version DESC, t.checkpoint", args)
-        for r in rows:
-            r["version"] = int(r["version"])
-            r["ok"] = None if r["ok"] is None else bool(r["ok"])
-        return rows
-
-    # --- dashboard reads --------------------------------------------------------------------------
-    def checkpoints(self) -> list[CheckpointStatus]:
-        rows = self._query(
-            "SELECT c.*, (SELECT count(*) FROM alerts a WHERE a.checkpoint = c.id) AS n FROM checkpoints c ORDER BY c.id")
-        return [CheckpointStatus(r["id"], r["first_seen"], r["last_seen"], r["backlog"],
-                                 json.loads(r["health"]) if r["health"] else None, r["health_t"], r["skew_s"],
-                                 r["rtt_s"], r["software"], r["proto"], int(r["n"])) for r in rows]
-
-    def alerts(self, checkpoint: str | None = None, kind: str | None = None, severity: str | None = None,
-               since: float | None = None, until: float | None = None, limit: int = 100,
-               offset: int = 0) -> list[dict]:
-        """Newest first by the edge's own alert time; `kind` matches a prefix ("rf." for all radio)."""
-        where, args = [], []
-        if checkpoint:
-            where.append("checkpoint = %s")
-            args.append(checkpoint)
-        if kind:
-            where.append("kind LIKE %s ESCAPE '\\'")
-            args.append(kind.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        if severity:
-            where.append("severity = %s")
-            args.append(severity)
-        if since is not None:
-            where.append("t >= %s")
-            args.append(since)
-        if until is not None:
-            where.append("t < %s")
-            args.append(until)
-        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
-        # SQLite sorts NULL lowest, so DESC puts it last; say so for PostgreSQL to match.
-        sql += " ORDER BY t DESC NULLS LAST, uuid LIMIT %s OFFSET %s"
-        rows = self._query(sql, [*args, int(limit), int(offset)])
-        for r in rows:
-            r["data"] = json.loads(r["data"])
-        return rows
-
-    def alert(self, uuid: str) -> dict | None:
-        """One alert with its evidence (paths relative to the hub's data dir) and officer decisions."""
-        rows = self._query("SELECT * FROM alerts WHERE uuid = %s", (uuid,))
-        if not rows:
-            return None
-        a = rows[0]
-        a["data"] = json.loads(a["data"])
-        a["evidence"] = self._query("SELECT name, mime, size, sha256, path, missing FROM evidence"
-                                    " WHERE alert_uuid = %s ORDER BY name", (uuid,))
-        for e in a["evidence"]:
-            e["missing"] = bool(e["missing"])
-        a["decisions"] = self._query("SELECT * FROM decisions WHERE alert_uuid = %s ORDER BY created", (uuid,))
-        for d in a["decisions"]:
-            d["data"] = json.loads(d["data"])
-        return a
-
-    def count_alerts(self) -> int:
-        return int(self._query("SELECT count(*) AS n FROM alerts")[0]["n"])
 
 
 def _text(v: str | None) -> str | None:
