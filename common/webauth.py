@@ -236,6 +236,12 @@ def session_user(session: dict, auth: Authenticator) -> User | None:
     return u
 
 
+def current_user(request) -> User:
+    """The logged-in user AuthGate admitted this request (a FastAPI Request) for: every route behind
+    the gate has one."""
+    return request.scope["state"]["user"]
+
+
 class AuthGate:
     """ASGI middleware (inside SessionMiddleware): login required everywhere but `public`, CSRF on writes.
 
@@ -358,7 +364,7 @@ def install(app, auth: Authenticator, secret: str, secure_cookies: bool, cookie_
 
     @app.get("/api/me")
     def me(request: Request):
-        u = request.scope["state"]["user"]
+        u = current_user(request)
         return {"user": u.name, "role": u.role, "csrf": new_csrf(request.session)}
 
     from fastapi.exceptions import RequestValidationError

@@ -14,6 +14,21 @@ from fastapi.responses import FileResponse
 SHARED = Path(__file__).parent / "static"
 
 
+def add_pages(app: FastAPI, own: Path, pages: dict[str, str]) -> None:
+    """The app's pages (route -> file in its own folder), never cached so that an upgrade shows at the
+    next load, and its static files."""
+    for route, name in pages.items():
+        app.add_api_route(route, _page(own / name), methods=["GET"], include_in_schema=False)
+    add_static(app, own)
+
+
+def _page(path: Path):
+    def page() -> FileResponse:
+        return FileResponse(path, headers={"cache-control": "no-store"})
+
+    return page
+
+
 def add_static(app: FastAPI, own: Path) -> None:
     folders = (own, SHARED)
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from common import webauth
 from common.webevents import Fanout
-from common.webstatic import add_static
+from common.webstatic import add_pages
 from sync.wire import WireError, check_doc
 
 log = logging.getLogger("zastava.dashboard")
@@ -180,29 +180,15 @@ def build_dashboard(cfg, store, data_dir: Path, poll_s: float = 1.0) -> Dashboar
     app = FastAPI(title="Zastava command", docs_url=None, redoc_url=None, openapi_url=None)
     counters = collections.Counter()
 
-    def user(request: Request) -> webauth.User:
-        return request.scope["state"]["user"]
-
     def bad(msg: str, code: int = 400):
         counters["bad_requests"] += 1
         raise HTTPException(code, msg)
 
-    def page(name: str) -> FileResponse:
-        return FileResponse(STATIC / name, headers={"cache-control": "no-store"})
-
-    @app.get("/")
-    def index():
-        return page("index.html")
-
-    @app.get("/engineer")
-    def engineer_page():
-        return page("engineer.html")
-
-    add_static(app, STATIC)
+    add_pages(app, STATIC, {"/": "index.html", "/engineer": "engineer.html"})
 
     @app.get("/api/info")
     def info(request: Request):
-        u = user(request)
+        u = webauth.current_user(request)
         return {"user": u.name, "role": u.role, "csrf": webauth.new_csrf(request.session),
                 "can_send": u.role in SENDING_ROLES, "severities": SEVERITIES, "sendable": SENDABLE,
                 "offline_after_s": OFFLINE_AFTER_S}
@@ -255,7 +241,7 @@ def build_dashboard(cfg, store, data_dir: Path, poll_s: float = 1.0) -> Dashboar
 
     @app.post("/api/downlinks")
     def send_downlink(body: DownlinkIn, request: Request):
-        u = user(request)
+        u = webauth.current_user(request)
         if u.role not in SENDING_ROLES:
             bad("only supervisors send documents to checkpoints", 403)
         if body.kind not in SENDABLE:

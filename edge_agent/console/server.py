@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field
 
 from common import webauth
-from common.webstatic import add_static
+from common.webstatic import add_pages
 from edge_agent.console.live import SCORED_ROLES, ConsoleLive
 from edge_agent.console.tip import TipScores
 from edge_agent.state import AgentState
@@ -125,35 +125,17 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     app = FastAPI(title="Zastava officer console", docs_url=None, redoc_url=None, openapi_url=None)
     counters = {"bad_requests": 0, "decisions": 0, "refused_paths": 0}
 
-    def user(request: Request) -> webauth.User:
-        return request.scope["state"]["user"]
-
     def bad(msg: str, code: int = 400):
         counters["bad_requests"] += 1
         raise HTTPException(code, msg)
 
-    def page(name: str) -> FileResponse:
-        return FileResponse(STATIC / name, headers={"cache-control": "no-store"})
-
     # --- pages -----------------------------------------------------------------------------
-    @app.get("/")
-    def index():
-        return page("index.html")
-
-    @app.get("/engineer")
-    def engineer_page():
-        return page("engineer.html")
-
-    @app.get("/supervisor")
-    def supervisor_page():
-        return page("supervisor.html")
-
-    add_static(app, STATIC)
+    add_pages(app, STATIC, {"/": "index.html", "/engineer": "engineer.html", "/supervisor": "supervisor.html"})
 
     # --- reads -----------------------------------------------------------------------------
     @app.get("/api/info")
     def info(request: Request):
-        u = user(request)
+        u = webauth.current_user(request)
         return {"checkpoint": cfg.checkpoint_id, "user": u.name, "role": u.role,
                 "lanes": [x.id for x in cfg.lanes] or sorted(state.bags),
                 "receivers": [x.id for x in cfg.receivers] or sorted(state.receivers),
@@ -224,7 +206,7 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     # --- writes ----------------------------------------------------------------------------
     @app.post("/api/alerts/{uuid}/decision")
     def decide(uuid: str, body: DecisionIn, request: Request):
-        u = user(request)
+        u = webauth.current_user(request)
         if u.role not in DECIDING_ROLES:
             counters["bad_requests"] += 1
             raise HTTPException(403, "only officers and supervisors record decisions")
@@ -250,7 +232,7 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
 
     @app.post("/api/lanes/{lane}/flag")
     def flag(lane: str, body: FlagIn, request: Request):
-        u = user(request)
+        u = webauth.current_user(request)
         if u.role not in SCORED_ROLES:
             bad("only officers flag bags", 403)
         if not SAFE_ID.match(lane) or not SAFE_ID.match(body.bag_id):
@@ -263,7 +245,7 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
     # --- live events (SSE) -------------------------------------------------------------------
     @app.get("/api/events")
     async def events(request: Request):
-        u = user(request)
+        u = webauth.current_user(request)
         scored = u.role in SCORED_ROLES
 
         async def gen():
