@@ -13,6 +13,7 @@ Reads: the dashboard calls `checkpoints`, `alerts`, `alert`, `downlinks`, and `q
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -190,7 +191,8 @@ class HubReads:
     def alerts(self, checkpoint: str | None = None, kind: str | None = None, severity: str | None = None,
                since: float | None = None, until: float | None = None, limit: int = 100,
                offset: int = 0) -> list[dict]:
-        """Newest first by the edge's own alert time; `kind` matches a prefix ("rf." for all radio)."""
+        """Newest first by the alert's time on central's clock (`central_time`); `kind` matches a prefix
+        ("rf." for all radio)."""
         where, args = [], []
         if checkpoint:
             where.append("checkpoint = ?")
@@ -319,7 +321,7 @@ class SQLiteStore(HubReads):
                     continue
                 d = it.data
                 if it.msg_type == "alert":
-                    alerts.append((it.msg_id, it.checkpoint, _num(d.get("t")), _s(d.get("kind")), _s(d.get("severity")),
+                    alerts.append((it.msg_id, it.checkpoint, central_time(d), _s(d.get("kind")), _s(d.get("severity")),
                                    _num(d.get("score")), _s(d.get("source")), it.created, now,
                                    json.dumps(d, default=_bin)))
                     evidence += [(it.msg_id, e.name, e.mime, e.size, e.sha256, e.path, int(e.missing))
@@ -388,6 +390,23 @@ class SQLiteStore(HubReads):
 
 def _num(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+# Under this, an edge's measured offset is the link's own error (half its round trip and the
+# two clocks' jitter), not a wrong clock: the edge's time stands.
+CLOCK_CORRECT_S = 1.0
+
+
+def central_time(d: dict) -> float | None:
+    """An alert's time on central's clock, which the alerts' `t` column holds (and the dashboard
+    sorts and filters by): the edge's `t` plus the offset to central it measured when it made the
+    alert (common/clock.py), where that is a second or more; else the edge's `t`. The edge's own
+    time stays in `data`. Without this, an alert from a box whose clock was reset falls out of
+    every "last 24 h" view."""
+    t, off = _num(d.get("t")), _num(d.get("clock_offset_s"))
+    if t is None or off is None or not math.isfinite(off) or abs(off) < CLOCK_CORRECT_S:
+        return t
+    return t + off
 
 
 def _s(v: object) -> str | None:

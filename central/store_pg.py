@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from central.store import _SEEN_FIELDS, HubReads, Inbound, _bin, _num, _s, check_downlink
+from central.store import _SEEN_FIELDS, HubReads, Inbound, _bin, _num, _s, central_time, check_downlink
 
 # Advisory lock keys (pg_advisory_xact_lock takes one bigint): ASCII of "ZSTV" plus a role number.
 LOCK_MIGRATE = 0x5A535456_0001
@@ -233,7 +233,7 @@ class PostgresStore(HubReads):
         def tx(c: psycopg.Connection) -> set[str]:
             new: set[str] = set()
             if alerts:
-                rows = [{"uuid": it.msg_id, "checkpoint": _text(it.checkpoint), "t": _fnum(it.data.get("t")),
+                rows = [{"uuid": it.msg_id, "checkpoint": _text(it.checkpoint), "t": _fnum(central_time(it.data)),
                          "kind": _text(_s(it.data.get("kind"))), "severity": _text(_s(it.data.get("severity"))),
                          "score": _fnum(it.data.get("score")), "source": _text(_s(it.data.get("source"))),
                          "created": _fnum(it.created), "received": now,

@@ -29,7 +29,9 @@ class Alert:
     location: dict  # {"box": [x1, y1, x2, y2]} or {"center_hz": .., "bandwidth_hz": ..}
     reason: str
     t: float = field(default_factory=time.time)
-    clock: str = "unsynced"  # the box's clock quality: "ntp-synced", "unsynced", ...
+    clock: str = "unsynced"  # the kernel's word on this box's clock: "ntp-synced" or "unsynced"
+    clock_offset_s: float | None = None  # central's clock minus ours when made, if measured (common/clock.py)
+    clock_ref: dict | None = None  # our wall clock against the monotonic one when made: the offset, later
     uuid: str = field(default_factory=lambda: str(_uuid.uuid4()))
     bag_id: str | None = None
     evidence: list[Evidence] = field(default_factory=list)

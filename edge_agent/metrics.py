@@ -50,6 +50,13 @@ class AgentCollector(Collector):
             yield CounterMetricFamily("zastava_disk_deleted_for_room", "files the supervisor deleted to keep the "
                                       "floor (the lanes' own: the pipelines' deleted_for_disk)",
                                       value=float(disk.get("deleted_for_disk", 0)))
+        c = s.get("clock") or {}
+        if c:
+            yield GaugeMetricFamily("zastava_clock_synced", "1 if the kernel says a time daemon keeps the clock",
+                                    value=1.0 if c.get("synced") else 0.0)
+            if c.get("offset_s") is not None:
+                yield GaugeMetricFamily("zastava_clock_offset_seconds", "central's clock minus this box's, as the "
+                                        "link last measured it", value=float(c["offset_s"]))
         link = s["link"]
         yield GaugeMetricFamily("zastava_central_connected", "1 if the link to central is up",
                                 value=1.0 if link.get("connected") else 0.0)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 
+from common import clock
 from edge_agent.alerts import Alert
 from edge_agent.config import AgentConfig, ReceiverConfig
 from edge_agent.evidence import FileStore
@@ -127,8 +128,10 @@ class RadioReceiver:
 
     def _commit(self, f, block) -> Alert | None:
         e = f.emitter
+        quality, offset, ref = clock.stamp(self.state.link.get("clock_measure"))
         a = Alert(checkpoint=self.cfg.checkpoint_id, source=self.rx.id, kind=f.kind, score=float(f.score),
-                  severity=f.severity, t=float(f.t or block.t), reason=f.reason,
+                  severity=f.severity, t=float(f.t or block.t), clock=quality, clock_offset_s=offset, clock_ref=ref,
+                  reason=f.reason,
                   location={"center_hz": float(e.center_hz), "bandwidth_hz": float(e.bandwidth_hz),
                             "power_dbfs": float(e.power_db), "snr_db": float(e.snr_db),
                             "class": e.cls, "licensed": e.licensed, "allocation": e.allocation})

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import sdnotify
+from common import clock, sdnotify
 from edge_agent.pipeline import TRANSIENT
 
 log = logging.getLogger("zastava.agent")
@@ -118,6 +118,10 @@ class Agent:
                               "deleted_for_disk": self.files.deleted_for_disk}
         if self.sender is not None:
             self.state.link.update(self.sender.link_state())
+        synced, max_error = clock.kernel_synced()
+        self.state.clock = {"synced": synced, "max_error_s": max_error,
+                            "offset_s": clock.offset_now(self.state.link.get("clock_measure"))}
+        if self.sender is not None:
             self.sender.set_health(self.snapshot())
         else:
             self.state.link["backlog"] = self.store.backlog()

@@ -84,6 +84,7 @@ class AgentState:
         self.pipelines: dict[str, dict] = {}  # pipeline id -> counters, state, last error
         self.link: dict = {"configured": False, "connected": False}
         self.storage: dict = {}  # storage.dir's file system: free_bytes, min_free_bytes, low
+        self.clock: dict = {}  # this box's clock: synced (the kernel's word), max_error_s, offset_s (central minus ours)
         self.lock = threading.Lock()
 
     def add_bag(self, bag: BagView) -> None:
@@ -113,4 +114,5 @@ class AgentState:
                 "pipelines": {k: dict(v) for k, v in self.pipelines.items()},
                 "link": dict(self.link),
                 "storage": dict(self.storage),
+                "clock": dict(self.clock),
             }

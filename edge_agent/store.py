@@ -84,8 +84,14 @@ def _m2(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m3(db: sqlite_utils.Database) -> None:
+    """v3: central's clock minus ours when the alert was made, where the link had measured it
+    (common/clock.py)."""
+    db.execute("ALTER TABLE alerts ADD COLUMN clock_offset_s REAL")
+
+
 # Forward migrations, in order; the schema version is the number applied (PRAGMA user_version).
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -155,6 +161,7 @@ class Store:
             "evidence": json.dumps([asdict(e) for e in alert.evidence]),
             "committed": time.time(),
             "clock": alert.clock,
+            "clock_offset_s": alert.clock_offset_s,
             "fusion": json.dumps(alert.fusion) if alert.fusion else None,
             "tip": int(alert.tip),
             "extra": json.dumps(alert.extra),
@@ -223,7 +230,9 @@ class Store:
                 return False
             tip = self.db.execute("SELECT tip FROM alerts WHERE uuid = ?", [row["alert_uuid"]]).fetchone()
             if sync and not (tip and tip[0]):
-                outbox.enqueue(self.db, row["uuid"], "decision", row, priority=2)
+                off = decision.get("clock_offset_s")  # central's clock minus ours: for central only
+                body = row if off is None else {**row, "clock_offset_s": round(float(off), 3)}
+                outbox.enqueue(self.db, row["uuid"], "decision", body, priority=2)
         return True
 
     def decisions_for(self, alert_uuid: str) -> list[dict]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common import clock
 from edge_agent.alerts import SEVERITY_PRIORITY, Alert
 from edge_agent.config import AgentConfig, LaneConfig
 from edge_agent.evidence import FileStore
@@ -274,6 +275,7 @@ class XrayLane:
         risk = self.fusion.risk_for(frame.t)
         fkey = frame_key(frame) if findings else ""  # a pixel digest: only where there is something to key
         alerts: list[Alert] = []
+        quality, offset, ref = clock.stamp(self.state.link.get("clock_measure")) if findings else ("", None, None)
         for f in findings:
             severity = CLASS_SEVERITY.get(f.cls, "medium")
             reason = f"{f.cls} ({f.material}, score {f.score:.2f})"
@@ -285,6 +287,7 @@ class XrayLane:
             a = Alert(uuid=finding_uuid(self.cfg.checkpoint_id, self.lane.id, fkey, f.cls, f.box),
                       checkpoint=self.cfg.checkpoint_id, source=self.lane.id, kind=f"xray.{f.cls}",
                       score=float(f.score), severity=severity, t=frame.t, bag_id=bag_id,
+                      clock=quality, clock_offset_s=offset, clock_ref=ref,
                       location={"box": [int(v) for v in f.box], "image": [int(frame.high.shape[1]),
                                 int(frame.high.shape[0])], "material": f.material,
                                 "concealed": bool(f.concealed)},

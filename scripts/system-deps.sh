@@ -1,7 +1,7 @@
 #!/bin/sh
 # Debian packages that tests need. As root: install the missing ones. Otherwise: name them.
 set -eu
-PKGS="chromium dcmtk postgresql systemd"
+PKGS="chromium dcmtk gcc postgresql systemd"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -33,6 +33,7 @@ import sqlite_utils
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from common import clock
 from common.durable import write_atomic
 from sync import outbox, wire
 from sync.keys import load_pair, load_public
@@ -81,7 +82,7 @@ class Sender:
         self._last_log = 0.0
         self._state = {
             "connected": False, "endpoints": {e: False for e in self.endpoints}, "last_ack": None,
-            "backlog": None, "clock_skew_s": None, "rtt_s": None, "sent": 0, "acked": 0, "refused": 0,
+            "backlog": None, "clock_skew_s": None, "rtt_s": None, "clock_measure": None, "sent": 0, "acked": 0, "refused": 0,
             "errors": 0, "last_error": None, "downlinks_applied": 0,
         }
 
@@ -223,7 +224,10 @@ class Sender:
                             t3 = time.time()
                             rtt = max(0.0, t3 - m.body["echo_t"])
                             offset = m.body["hub_t"] - (m.body["echo_t"] + t3) / 2  # NTP-style estimate
-                            self._set(clock_skew_s=round(offset, 6), rtt_s=round(rtt, 6))
+                            # the measurement with our wall-minus-monotonic clock at this moment, so
+                            # alerts made later can carry it over a step of our clock (common/clock.py)
+                            self._set(clock_skew_s=round(offset, 6), rtt_s=round(rtt, 6),
+                                      clock_measure=clock.link_measure(offset, rtt))
                         elif m.type == "downlink":
                             self._downlink(db, sock, m.body)
                         else:
@@ -340,8 +344,13 @@ class Sender:
     def _frames(self, m: outbox.OutMsg) -> list[bytes]:
         if m.msg_type not in ("alert", "decision"):
             raise wire.WireError(f"outbox type {m.msg_type!r} is not sent to central")
+        data = m.body
+        if m.msg_type == "alert":  # made before the link measured central's clock: the offset, now
+            with self._lock:
+                measure = self._state["clock_measure"]
+            data = clock.fill_offset(data, measure)
         body = {"id": m.msg_id, "checkpoint": self.checkpoint_id, "created": m.created, "priority": m.priority,
-                "data": m.body}
+                "data": data}
         if m.msg_type == "decision":
             return wire.encode("decision", body)
         metas, blobs = [], []

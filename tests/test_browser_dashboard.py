@@ -16,6 +16,8 @@ from tests.test_dashboard import fill_users, put_alert, put_decision
 
 __all__ = ["pytestmark"]
 
+BEHIND_S = 1095 * 86400.0
+
 
 @pytest.fixture
 def central(tmp_path):
@@ -33,7 +35,7 @@ def central(tmp_path):
         disk = {"free_bytes": 300 << 20, "min_free_bytes": 1 << 30, "low": cp == "cp-north-01"}
         store.seen(cp, now - (900 if cp == "cp-west-04" else 1), backlog=i * 2 if cp != "cp-west-04" else 57,
                    health={"devices": devs, "pipelines": lanes if cp == "cp-south-03" else {}, "storage": disk},
-                   health_t=now, skew_s=0.01 * i)
+                   health_t=now, skew_s=BEHIND_S if cp == "cp-east-02" else 0.01 * i)
     kinds = [("xray.narcotics", "high"), ("rf.unlicensed", "medium"), ("xray.weapon", "critical"),
              ("rf.drone", "high"), ("xray.currency", "medium"), ("xray.concealment", "medium")]
     for j in range(12):
@@ -41,6 +43,9 @@ def central(tmp_path):
         uid = put_alert(store, data, ("cp-north-01", "cp-east-02", "cp-south-03")[j % 3], k, s, now - 300 * (j + 1), seed=j)
         if j % 2:
             put_decision(store, "cp-north-01", uid, officer="olga", decision="cleared", kind=None)
+    # cp-east-02's clock is three years behind: its alert, made 2 min ago, carries the offset it measured
+    put_alert(store, data, "cp-east-02", "xray.weapon", "critical", now - 120 - BEHIND_S, seed=99,
+              clock="unsynced", clock_offset_s=BEHIND_S)
     cfg = DashboardConfig(secure_cookies=False, bind=f"127.0.0.1:{free_port()}")
     stop = threading.Event()
     h = start_dashboard(cfg, store, data, stop, poll_s=0.3)
@@ -65,7 +70,16 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     assert page.inner_text(south) == "bags NOT screened" and "bad" in page.get_attribute(south, "class")
     assert "L1: bag B77 not screened" in page.get_attribute(south, "title")
     assert "3/4 checkpoints online" in page.inner_text("#summary")
-    assert page.locator("#feed tbody tr").count() == 12
+    assert page.locator("#feed tbody tr").count() == 13
+    # the checkpoint whose clock is wrong is flagged, and its alert stands first in the last day's feed,
+    # by central's clock, with the box's own stamp beside it in the detail
+    skew = "#cp-table tr[data-cp='cp-east-02'] td:nth-child(7) .chip"  # the skew column
+    assert page.inner_text(skew) == "+1095 d" and "1095 days behind central" in page.get_attribute(skew, "title")
+    page.click("#feed tbody tr:first-child")
+    wait_js(page, "document.getElementById('detail').innerText.includes('Edge clock')", timeout=10000)
+    detail = page.inner_text("#detail")
+    assert "xray.weapon" in detail and "unsynced, 1095 days behind central" in detail, detail
+    assert time.strftime("%Y-", time.gmtime(time.time() - BEHIND_S)) in detail  # the box's own year
 
     # a new alert at a checkpoint appears live; the officer's decision follows it
     uid = put_alert(store, data, "cp-north-01", "xray.narcotics", "high", time.time(), seed=42)
@@ -85,7 +99,7 @@ def test_dashboard_in_chromium(browser, central):  # noqa: F811
     wait_js(page, "[...document.querySelectorAll('#feed tbody tr')].every(r => r.innerText.includes('cp-east-02'))")
     page.select_option("#f-kind", "")
     page.select_option("#f-checkpoint", "")
-    wait_js(page, "document.querySelectorAll('#feed tbody tr').length === 13")
+    wait_js(page, "document.querySelectorAll('#feed tbody tr').length === 14")
 
     # send a frequency plan down to two chosen checkpoints
     page.check("#cp-table tr[data-cp='cp-north-01'] input.pick")

@@ -26,7 +26,9 @@ def fill_users(data_dir: Path) -> None:
         webauth.add_user(data_dir / "users.toml", name, ROLES[name], pw)
 
 
-def put_alert(store, data_dir: Path, cp: str, kind: str, severity: str, t: float, seed: int = 1) -> str:
+def put_alert(store, data_dir: Path, cp: str, kind: str, severity: str, t: float, seed: int = 1, **more) -> str:
+    """An alert as a checkpoint sends it, through the hub's store API; `more` adds to its data
+    (e.g. clock fields)."""
     uid = str(_uuid.uuid4())
     ev = []
     if kind.startswith("xray."):
@@ -39,7 +41,7 @@ def put_alert(store, data_dir: Path, cp: str, kind: str, severity: str, t: float
             "score": 0.9, "severity": severity, "t": t, "clock": "ntp-synced", "bag_id": f"bag-{seed}",
             "location": {"box": [200, 160, 300, 240]} if kind.startswith("xray.") else
             {"center_hz": 446.1e6, "bandwidth_hz": 12.5e3},
-            "reason": f"{kind.split('.')[1]} (score 0.90)", "evidence": [], "fusion": None, "extra": {}}
+            "reason": f"{kind.split('.')[1]} (score 0.90)", "evidence": [], "fusion": None, "extra": {}, **more}
     assert store.write_batch([Inbound(uid, "alert", cp, t, data, ev)]) == [True]
     return uid
 

@@ -23,7 +23,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from common import webauth
+from common import clock, webauth
 from common.webstatic import add_pages
 from edge_agent.console.live import SCORED_ROLES, ConsoleLive
 from edge_agent.console.tip import TipScores
@@ -223,7 +223,8 @@ def build_console(cfg, state: AgentState, store_path: Path, files_root: Path, ti
         if a is None or a["tip"]:
             bad("no such alert", 404)
         d = {"uuid": str(_uuid.uuid4()), "alert_uuid": uuid, "officer": u.name, "decision": body.decision,
-             "contraband_kind": kind, "note": (body.note or None), "t": time.time()}
+             "contraband_kind": kind, "note": (body.note or None), "t": time.time(),
+             "clock_offset_s": clock.offset_now(state.link.get("clock_measure"))}  # for central (common/clock.py)
         store.add_decision(d)
         counters["decisions"] += 1
         live.bus.publish("decision", {"decision": d})

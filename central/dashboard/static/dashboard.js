@@ -6,6 +6,30 @@ const $ = (id) => document.getElementById(id);
 const DECISION_LABEL = {cleared: "cleared", searched_nothing_found: "searched, nothing found",
                         contraband_found: "contraband found"};
 
+// A checkpoint clock this far off central's is wrong, not jitter: its alerts' times are corrected
+// at the hub (central/store.py, central_time) and the edge's own stamp is shown beside them.
+const CLOCK_WRONG_S = 2;
+
+function span(s) {
+  const a = Math.abs(s);
+  return a < 120 ? `${a.toFixed(1)} s` : a < 7200 ? `${(a / 60).toFixed(0)} min` : a < 172800 ? `${(a / 3600).toFixed(1)} h` : `${(a / 86400).toFixed(0)} days`;
+}
+
+function clockText(skew) {  // skew: central minus the checkpoint's clock
+  return `${span(skew)} ${skew > 0 ? "behind" : "ahead of"} central`;
+}
+
+function centralTime(d) {  // as central/store.py's central_time places alerts
+  const off = d.clock_offset_s;
+  return off !== null && off !== undefined && Math.abs(off) >= 1 ? d.t + off : d.t;
+}
+
+function edgeClock(d) {
+  const off = d.clock_offset_s;
+  const wrong = off !== null && off !== undefined && Math.abs(off) >= CLOCK_WRONG_S ? `, ${clockText(off)}` : "";
+  return `${Z.datetime(d.t)} (${d.clock || "?"}${wrong})`;
+}
+
 function decisionText(d) {
   if (!d) return "pending";
   return `${DECISION_LABEL[d.decision] || d.decision}${d.contraband_kind ? " (" + d.contraband_kind + ")" : ""} · ${d.officer}`;
@@ -29,7 +53,10 @@ function renderCheckpoints() {
       Z.el("td", {}, Z.ago(c.last_seen)),
       Z.el("td", {}, c.backlog ?? "—"),
       Z.el("td", {title: c.devices_bad.join(", ")}, c.devices_total ? `${c.devices_total - c.devices_bad.length}/${c.devices_total} ok` : "—"),
-      Z.el("td", {}, c.clock_skew_s === null || c.clock_skew_s === undefined ? "—" : `${c.clock_skew_s >= 0 ? "+" : ""}${c.clock_skew_s.toFixed(2)} s`),
+      Z.el("td", {}, c.clock_skew_s === null || c.clock_skew_s === undefined ? "—"
+        : Math.abs(c.clock_skew_s) < CLOCK_WRONG_S ? `${c.clock_skew_s >= 0 ? "+" : ""}${c.clock_skew_s.toFixed(2)} s`
+        : Z.el("span", {class: "chip warn", title: `this checkpoint's clock is ${clockText(c.clock_skew_s)}: its alerts are placed by central's clock`},
+               `${c.clock_skew_s >= 0 ? "+" : "−"}${span(c.clock_skew_s).replace(" days", " d")}`)),
       Z.el("td", {}, c.alerts));
   }));
   const on = D.cps.filter((c) => c.online).length;
@@ -94,11 +121,12 @@ async function select(uuid) {
     : e.mime.startsWith("image/") ? Z.el("img", {class: "evidence", src: "/files/" + e.path, alt: e.name})
     : Z.el("p", {}, Z.el("a", {href: "/files/" + e.path, download: e.name}, `${e.name} (${(e.size / 1024).toFixed(0)} kB)`)));
   const decs = (a.decisions || []).map((x) => Z.el("div", {class: "decision"},
-    Z.el("b", {}, decisionText(x.data)), Z.el("div", {class: "muted"}, Z.datetime(x.data.t) + (x.data.note ? " — " + x.data.note : ""))));
+    Z.el("b", {}, decisionText(x.data)), Z.el("div", {class: "muted"}, Z.datetime(centralTime(x.data)) + (x.data.note ? " — " + x.data.note : ""))));
   $("detail").replaceChildren(...[
     Z.el("h2", {}, a.kind, " ", Z.el("span", {class: "sev " + a.severity}, a.severity)),
     Z.el("div", {class: "kv"}, Z.el("span", {}, "Checkpoint"), Z.el("b", {}, `${a.checkpoint} · ${a.source}${d.bag_id ? " · bag " + d.bag_id : ""}`)),
-    Z.el("div", {class: "kv"}, Z.el("span", {}, "Edge time"), Z.el("b", {}, `${Z.datetime(a.t)} (clock ${d.clock || "?"})`)),
+    Z.el("div", {class: "kv"}, Z.el("span", {}, "Time"), Z.el("b", {}, Z.datetime(a.t))),
+    Z.el("div", {class: "kv"}, Z.el("span", {}, "Edge clock"), Z.el("b", {}, edgeClock(d))),
     Z.el("div", {class: "kv"}, Z.el("span", {}, "Received"), Z.el("b", {}, Z.datetime(a.received))),
     Z.el("div", {class: "kv"}, Z.el("span", {}, "Score"), Z.el("b", {}, (a.score * 100).toFixed(1) + "%")),
     Z.el("div", {class: "kv"}, Z.el("span", {}, "Location"), Z.el("b", {}, where)),

@@ -385,7 +385,13 @@ function onStatus(s) {
   const disk = s.storage || {};
   const low = disk.low ? [Z.el("span", {class: "chip bad", title: "storage.min_free_mb: raw data, then evidence central has, are deleted to keep this free"},
     `disk: ${(disk.free_bytes / 2 ** 20).toFixed(0)} MB free`, Z.el("em", {}, ` — under the ${(disk.min_free_bytes / 2 ** 20).toFixed(0)} MB floor`))] : [];
-  $("lanes-health").replaceChildren(...low, ...held.map(([id, p]) => {
+  // a clock central finds wrong: the bags' and alerts' times shown here are this box's; central
+  // places the alerts by its own clock (common/clock.py), but the officer's record should say so
+  const ck = s.clock || {};
+  const wrongClock = ck.offset_s !== null && ck.offset_s !== undefined && Math.abs(ck.offset_s) >= 2
+    ? [Z.el("span", {class: "chip warn", title: "this box's clock disagrees with central's: set the time (NTP) — alerts are corrected at central"},
+        `clock: ${Math.abs(ck.offset_s) < 7200 ? Math.abs(ck.offset_s).toFixed(0) + " s" : (Math.abs(ck.offset_s) / 86400).toFixed(1) + " days"} ${ck.offset_s > 0 ? "behind" : "ahead of"} central`)] : [];
+  $("lanes-health").replaceChildren(...low, ...wrongClock, ...held.map(([id, p]) => {
     const r = p.retrying;
     return Z.el("span", {class: "chip warn", title: r.reason},
       `${id}: held on bag ${r.bag_id || "?"} — trying again (${r.failures} failed)`,
