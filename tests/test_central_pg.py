@@ -362,3 +362,20 @@ def test_pg_dashboard_reads_the_same_as_on_sqlite(pg_url, tmp_path):
         assert c.get("/files/" + det["evidence"][0]["path"]).content[:2] == b"\xff\xd8"
     finally:
         store.close()
+
+
+def test_an_alert_is_placed_by_centrals_clock_where_its_box_measured_its_clock_wrong(store):
+    """`t` (what the dashboard sorts and filters by, retention ages by) is the edge's time plus the
+    offset it measured to central where that is a second or more; `data.t` stays the box's own."""
+    behind = 1095 * 86400.0
+    wrong = _alert("w1", t=5000.0 - behind)
+    wrong.data.update(clock="unsynced", clock_offset_s=behind)
+    close = _alert("c1", t=4000.0)
+    close.data.update(clock="ntp-synced", clock_offset_s=0.4)  # the link's own error: the box's time stands
+    odd = _alert("o1", t=3000.0)
+    odd.data.update(clock_offset_s="soon")  # not a number: ignored, the batch is not refused
+    assert store.write_batch([wrong, close, odd]) == [True, True, True]
+    assert [r["uuid"] for r in store.alerts(since=2000.0)] == ["w1", "c1", "o1"]
+    w = store.alert("w1")
+    assert w["t"] == 5000.0 and w["data"]["t"] == 5000.0 - behind and w["data"]["clock_offset_s"] == behind
+    assert store.alert("c1")["t"] == 4000.0 and store.alert("o1")["t"] == 3000.0
