@@ -66,10 +66,12 @@ def boot_id() -> str | None:
     return _boot_id
 
 
-def reference() -> dict:
-    """Where our wall clock stands against the monotonic one now. Two references of one boot tell how
-    far the wall clock was stepped between them: the difference of their `wall_minus_mono_s`."""
-    wall, mono = time.time(), time.monotonic()
+def reference(wall: float | None = None, mono: float | None = None) -> dict:
+    """Where our wall clock stands against the monotonic one, now or at a moment both were read
+    (a frame's receipt). Two references of one boot tell how far the wall clock was stepped between
+    them: the difference of their `wall_minus_mono_s`."""
+    if wall is None or mono is None:
+        wall, mono = time.time(), time.monotonic()
     return {"boot_id": boot_id(), "mono_s": round(mono, 6), "wall_minus_mono_s": round(wall - mono, 6)}
 
 
@@ -94,12 +96,12 @@ def offset_now(measure: dict | None) -> float | None:
     return offset_at(measure, reference())
 
 
-def stamp(measure: dict | None) -> tuple[str, float | None, dict]:
-    """(clock, clock_offset_s, clock_ref) for an alert made now: the offset where the link has
-    measured one, and the reference the link can work it out from later where it has not yet
-    (`fill_offset`)."""
+def stamp(measure: dict | None, ref: dict | None = None) -> tuple[str, float | None, dict]:
+    """(clock, clock_offset_s, clock_ref) for an alert whose time was read at `ref` (default: now):
+    the offset where the link has measured one, and the reference the link can work it out from
+    later where it has not yet (`fill_offset`)."""
     synced, _ = kernel_synced()
-    ref = reference()
+    ref = ref or reference()
     off = offset_at(measure, ref)
     return ("ntp-synced" if synced else "unsynced"), (None if off is None else round(off, 3)), ref
 
