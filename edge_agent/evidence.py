@@ -78,17 +78,19 @@ class FileStore:
         return self.store.db.execute("SELECT coalesce(sum(size), 0) FROM files").fetchone()[0]
 
     def _candidates(self, which: str) -> list[tuple[str, int, str | None]]:
+        """Oldest first by the order the files were written (rowid, see store._m4), not by the
+        wall clock, which may have been stepped back since."""
         if which == "raw":
-            sql = "SELECT path, size, alert_uuid FROM files WHERE role = 'raw' ORDER BY created"
+            sql = "SELECT path, size, alert_uuid FROM files WHERE role = 'raw' ORDER BY rowid"
         elif which == "delivered":
             sql = (
                 "SELECT f.path, f.size, f.alert_uuid FROM files f JOIN outbox o ON o.msg_id = f.alert_uuid "
-                "WHERE f.role = 'evidence' AND o.delivered IS NOT NULL ORDER BY f.created"
+                "WHERE f.role = 'evidence' AND o.delivered IS NOT NULL ORDER BY f.rowid"
             )
         else:
             sql = (
                 "SELECT f.path, f.size, f.alert_uuid FROM files f LEFT JOIN outbox o ON o.msg_id = f.alert_uuid "
-                "WHERE f.role = 'evidence' AND (o.delivered IS NULL) ORDER BY f.created"
+                "WHERE f.role = 'evidence' AND (o.delivered IS NULL) ORDER BY f.rowid"
             )
         return self.store.db.execute(sql).fetchall()
 

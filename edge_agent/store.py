@@ -90,8 +90,16 @@ def _m3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE alerts ADD COLUMN clock_offset_s REAL")
 
 
+def _m4(db: sqlite_utils.Database) -> None:
+    """v4: retention deletes files in the order they were written (their rowid: a file written again
+    gets a new one), which an index on role alone keeps in order, rowid being every index's last
+    column. Not by `created`, the wall clock's word, which NTP may step back: a box whose clock
+    ran ahead would then delete its newest files first."""
+    db.execute("CREATE INDEX files_written ON files (role)")
+
+
 # Forward migrations, in order; the schema version is the number applied (PRAGMA user_version).
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3, _m4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

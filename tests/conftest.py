@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,3 +120,18 @@ def pg():
     if why:
         pytest.skip(why)
     return shared_server()
+
+
+def shift_clock(tmp: Path, shift_s: float) -> tuple[dict, Path]:
+    """A wrong wall clock for a child process (tests/shift_clock.c, built here with gcc): returns the
+    environment that gives it one `shift_s` seconds off, and the file whose number the test rewrites
+    to step that clock (read again within 0.2 s). The monotonic clock is left alone."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed (apt-get install gcc): it builds the clock shift tests/shift_clock.c")
+    so = tmp / "shift_clock.so"
+    if not so.exists():
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(so), str(Path(__file__).parent / "shift_clock.c"),
+                        "-ldl"], check=True, capture_output=True)
+    f = tmp / "clock_shift_s"
+    f.write_text(repr(float(shift_s)))
+    return {"LD_PRELOAD": str(so), "SHIFT_CLOCK_FILE": str(f)}, f

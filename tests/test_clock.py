@@ -8,11 +8,8 @@ server, and the alerts made after the step must need no correction."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 import tomllib
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,19 +17,9 @@ import pytest
 from common import clock, webauth
 from sync.keys import make_keypair
 from tests.agent_rig import Proc, agent_config, start_agent, start_sim
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, shift_clock, wait_for
 
 BEHIND_S = 1095 * 86400  # three years
-
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed (apt-get install gcc): "
-                                "it builds the clock shift tests/shift_clock.c")
-
-
-def _shift_clock(tmp: Path) -> Path:
-    so = tmp / "shift_clock.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(so), str(Path(__file__).parent / "shift_clock.c"),
-                    "-ldl"], check=True, capture_output=True)
-    return so
 
 
 def _dashboard(base: str) -> httpx.Client:
@@ -77,9 +64,8 @@ secure_cookies = false
                        central={"endpoints": [f"tcp://127.0.0.1:{hub_port}"], "server_public_key": str(hub_pub),
                                 "secret_key": str(cp_sec), "heartbeat_s": 1.0})
     metrics = "http://" + tomllib.loads(cfg.read_text())["metrics"]["bind"] + "/metrics"
-    shift = tmp_path / "clock_shift_s"
-    shift.write_text(f"-{BEHIND_S}")
-    agent = start_agent(tmp_path, cfg, env={"LD_PRELOAD": str(_shift_clock(tmp_path)), "SHIFT_CLOCK_FILE": str(shift)})
+    env, shift = shift_clock(tmp_path, -BEHIND_S)
+    agent = start_agent(tmp_path, cfg, env=env)
     try:
         def up() -> bool:
             try:

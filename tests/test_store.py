@@ -16,6 +16,7 @@ from edge_agent.alerts import Alert
 from edge_agent.evidence import FileStore
 from edge_agent.store import SCHEMA_VERSION, SchemaTooNew, Store, connect, migrate
 from sync import outbox
+from tests.conftest import REPO, shift_clock
 
 
 def make_alert(**kw) -> Alert:
@@ -167,3 +168,37 @@ def test_paths_cannot_escape_the_evidence_dir(tmp_path):
         fs.save("../outside.txt", b"x", "raw", "text/plain")
     assert not (tmp_path / "outside.txt").exists()
     assert json.loads(json.dumps(os.listdir(tmp_path / "files"))) == []
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from edge_agent.evidence import FileStore
+from edge_agent.store import Store
+
+tmp, shift = Path(sys.argv[1]), Path(sys.argv[2])
+fs = FileStore(Store(tmp / "s.sqlite"), tmp / "files", quota_bytes=6000, hard_limit_bytes=12000)
+for i in range(3):  # written while the clock runs a year ahead
+    fs.save(f"raw/ahead{i}.npy", b"a" * 2000, "raw", "application/octet-stream")
+shift.write_text("0")  # NTP steps it back
+time.sleep(0.5)
+for i in range(3):
+    fs.save(f"raw/after{i}.npy", b"b" * 2000, "raw", "application/octet-stream")
+rows = dict(fs.store.db.execute("SELECT path, created FROM files").fetchall())
+print((rows["raw/ahead2.npy"] - rows["raw/after0.npy"]) / 86400)  # what the wall clock says of the order
+print(fs.enforce()["raw"])
+"""
+
+
+def test_retention_deletes_the_first_written_first_when_the_clock_was_stepped_back(tmp_path):
+    """A box whose clock ran a year ahead until NTP stepped it back: by the wall clock its newest
+    files look a year older than the rest. Retention must still delete the first written."""
+    env, shift = shift_clock(tmp_path, 365 * 86400)
+    r = subprocess.run([sys.executable, "-c", _WRITER, str(tmp_path), str(shift)], capture_output=True, text=True,
+                       env={**os.environ, **env, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    days_ahead, removed = r.stdout.split()
+    assert float(days_ahead) > 364  # by their stamps the files written first are the newest
+    assert removed == "3"
+    left = sorted(p.name for p in (tmp_path / "files" / "raw").iterdir())
+    assert left == ["after0.npy", "after1.npy", "after2.npy"], left
