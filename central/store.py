@@ -400,11 +400,14 @@ CLOCK_CORRECT_S = 1.0
 def central_time(d: dict) -> float | None:
     """An alert's time on central's clock, which the alerts' `t` column holds (and the dashboard
     sorts and filters by): the edge's `t` plus the offset to central it measured when it made the
-    alert (common/clock.py), where that is a second or more; else the edge's `t`. The edge's own
-    time stays in `data`. Without this, an alert from a box whose clock was reset falls out of
+    alert (common/clock.py), where that is a second or more and more than the measurement's own
+    uncertainty (`clock_offset_err_s`, half the link's round trip); else the edge's `t`. The edge's
+    own time stays in `data`. Without this, an alert from a box whose clock was reset falls out of
     every "last 24 h" view."""
-    t, off = _num(d.get("t")), _num(d.get("clock_offset_s"))
-    if t is None or off is None or not math.isfinite(off) or abs(off) < CLOCK_CORRECT_S:
+    t, off, err = _num(d.get("t")), _num(d.get("clock_offset_s")), _num(d.get("clock_offset_err_s"))
+    if t is None or off is None or not math.isfinite(off):
+        return t
+    if abs(off) < max(CLOCK_CORRECT_S, err if err is not None and math.isfinite(err) else 0.0):
         return t
     return t + off
 

@@ -96,14 +96,23 @@ def offset_now(measure: dict | None) -> float | None:
     return offset_at(measure, reference())
 
 
-def stamp(measure: dict | None, ref: dict | None = None) -> tuple[str, float | None, dict]:
-    """(clock, clock_offset_s, clock_ref) for an alert whose time was read at `ref` (default: now):
-    the offset where the link has measured one, and the reference the link can work it out from
-    later where it has not yet (`fill_offset`)."""
+def offset_fields(measure: dict | None, ref: dict) -> dict:
+    """An alert's `clock_offset_s`, and `clock_offset_err_s`: half the round trip of the measurement,
+    the most an NTP-style estimate can be off by on a link slower one way than the other (central
+    corrects only past it)."""
+    off = offset_at(measure, ref)
+    if off is None:
+        return {"clock_offset_s": None, "clock_offset_err_s": None}
+    return {"clock_offset_s": round(off, 3), "clock_offset_err_s": round(measure["rtt_s"] / 2, 3)}
+
+
+def stamp(measure: dict | None, ref: dict | None = None) -> dict:
+    """The clock fields of an alert whose time was read at `ref` (default: now): `clock`, the offset
+    where the link has measured one (`offset_fields`), and `clock_ref`, from which the link can work
+    the offset out later where it has not measured yet (`fill_offset`)."""
     synced, _ = kernel_synced()
     ref = ref or reference()
-    off = offset_at(measure, ref)
-    return ("ntp-synced" if synced else "unsynced"), (None if off is None else round(off, 3)), ref
+    return {"clock": "ntp-synced" if synced else "unsynced", **offset_fields(measure, ref), "clock_ref": ref}
 
 
 def fill_offset(body: dict, measure: dict | None) -> dict:
@@ -112,7 +121,7 @@ def fill_offset(body: dict, measure: dict | None) -> dict:
     if body.get("clock_offset_s") is not None or not isinstance(body.get("clock_ref"), dict):
         return body
     try:
-        off = offset_at(measure, body["clock_ref"])
+        fields = offset_fields(measure, body["clock_ref"])
     except (KeyError, TypeError):  # a reference of another software version: leave it
         return body
-    return body if off is None else {**body, "clock_offset_s": round(off, 3)}
+    return body if fields["clock_offset_s"] is None else {**body, **fields}

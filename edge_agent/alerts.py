@@ -31,6 +31,7 @@ class Alert:
     t: float = field(default_factory=time.time)
     clock: str = "unsynced"  # the kernel's word on this box's clock: "ntp-synced" or "unsynced"
     clock_offset_s: float | None = None  # central's clock minus ours when made, if measured (common/clock.py)
+    clock_offset_err_s: float | None = None  # how far that measurement may be off (half its round trip)
     clock_ref: dict | None = None  # our wall clock against the monotonic one when made: the offset, later
     uuid: str = field(default_factory=lambda: str(_uuid.uuid4()))
     bag_id: str | None = None

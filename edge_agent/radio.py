@@ -128,10 +128,9 @@ class RadioReceiver:
 
     def _commit(self, f, block) -> Alert | None:
         e = f.emitter
-        quality, offset, ref = clock.stamp(self.state.link.get("clock_measure"))
         a = Alert(checkpoint=self.cfg.checkpoint_id, source=self.rx.id, kind=f.kind, score=float(f.score),
-                  severity=f.severity, t=float(f.t or block.t), clock=quality, clock_offset_s=offset, clock_ref=ref,
-                  reason=f.reason,
+                  severity=f.severity, t=float(f.t or block.t), reason=f.reason,
+                  **clock.stamp(self.state.link.get("clock_measure")),
                   location={"center_hz": float(e.center_hz), "bandwidth_hz": float(e.bandwidth_hz),
                             "power_dbfs": float(e.power_db), "snr_db": float(e.snr_db),
                             "class": e.cls, "licensed": e.licensed, "allocation": e.allocation})

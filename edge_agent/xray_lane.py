@@ -275,8 +275,7 @@ class XrayLane:
         risk = self.fusion.risk_for(frame.t)
         fkey = frame_key(frame) if findings else ""  # a pixel digest: only where there is something to key
         alerts: list[Alert] = []
-        quality, offset, ref = (clock.stamp(self.state.link.get("clock_measure"), clock.reference(frame.t, frame.mono))
-                                if findings else ("", None, None))
+        clock_fields = clock.stamp(self.state.link.get("clock_measure"), clock.reference(frame.t, frame.mono))
         for f in findings:
             severity = CLASS_SEVERITY.get(f.cls, "medium")
             reason = f"{f.cls} ({f.material}, score {f.score:.2f})"
@@ -288,7 +287,7 @@ class XrayLane:
             a = Alert(uuid=finding_uuid(self.cfg.checkpoint_id, self.lane.id, fkey, f.cls, f.box),
                       checkpoint=self.cfg.checkpoint_id, source=self.lane.id, kind=f"xray.{f.cls}",
                       score=float(f.score), severity=severity, t=frame.t, bag_id=bag_id,
-                      clock=quality, clock_offset_s=offset, clock_ref=ref,
+                      **clock_fields,
                       location={"box": [int(v) for v in f.box], "image": [int(frame.high.shape[1]),
                                 int(frame.high.shape[0])], "material": f.material,
                                 "concealed": bool(f.concealed)},

@@ -374,8 +374,11 @@ def test_an_alert_is_placed_by_centrals_clock_where_its_box_measured_its_clock_w
     close.data.update(clock="ntp-synced", clock_offset_s=0.4)  # the link's own error: the box's time stands
     odd = _alert("o1", t=3000.0)
     odd.data.update(clock_offset_s="soon")  # not a number: ignored, the batch is not refused
-    assert store.write_batch([wrong, close, odd]) == [True, True, True]
-    assert [r["uuid"] for r in store.alerts(since=2000.0)] == ["w1", "c1", "o1"]
+    slow = _alert("s1", t=2500.0)  # 5 s off, measured over a link with a 16 s round trip: within its error
+    slow.data.update(clock_offset_s=5.0, clock_offset_err_s=8.0)
+    assert store.write_batch([wrong, close, odd, slow]) == [True, True, True, True]
+    assert [r["uuid"] for r in store.alerts(since=2000.0)] == ["w1", "c1", "o1", "s1"]
+    assert store.alert("s1")["t"] == 2500.0
     w = store.alert("w1")
     assert w["t"] == 5000.0 and w["data"]["t"] == 5000.0 - behind and w["data"]["clock_offset_s"] == behind
     assert store.alert("c1")["t"] == 4000.0 and store.alert("o1")["t"] == 3000.0
