@@ -212,6 +212,15 @@ def test_console_in_chromium(browser, agent):
     state.storage = {"free_bytes": 3 << 30, "min_free_bytes": 1 << 30, "low": False}
     wait_js(page, "!document.getElementById('lanes-health').textContent.includes('MB free')", timeout=6000)
 
+    # a clock central finds three years off: amber, saying which way; gone once the clock is right
+    state.clock = {"synced": False, "max_error_s": 16.0, "offset_s": 1095 * 86400.0}
+    wait_js(page, "document.getElementById('lanes-health').textContent.includes('central')", timeout=6000)
+    chip = page.inner_text("#lanes-health")
+    assert "clock: 1095.0 days behind central" in chip, chip
+    assert "warn" in page.get_attribute("#lanes-health .chip", "class")
+    state.clock = {"synced": True, "max_error_s": 0.01, "offset_s": 0.003}
+    wait_js(page, "!document.getElementById('lanes-health').textContent.includes('central')", timeout=6000)
+
     # an officer cannot reach the engineer page
     assert page.goto(base + "/engineer").status == 403
     assert page.goto(base + "/api/engineer/health").status == 403

@@ -113,6 +113,7 @@ class ConsoleLive:
     def status(self) -> dict:
         s = self.state.snapshot()
         return {"devices": s["devices"], "link": s["link"], "pipelines": s["pipelines"], "storage": s["storage"],
+                "clock": s["clock"],
                 "uptime_s": s["uptime_s"]}
 
     def handle(self, ev: dict) -> None:
