@@ -75,6 +75,12 @@ def reference(wall: float | None = None, mono: float | None = None) -> dict:
     return {"boot_id": boot_id(), "mono_s": round(mono, 6), "wall_minus_mono_s": round(wall - mono, 6)}
 
 
+def reference_from(wall_minus_mono: float) -> dict:
+    """The reference of a moment of this boot whose wall-minus-monotonic difference was kept (an IQ
+    block's arrival); its age is taken as nil, which the day's limit in `offset_at` allows."""
+    return {"boot_id": boot_id(), "mono_s": round(time.monotonic(), 6), "wall_minus_mono_s": round(wall_minus_mono, 6)}
+
+
 def link_measure(offset_s: float, rtt_s: float) -> dict:
     """What the link records when it measures central's clock against ours (the sender calls this
     the moment a pong arrives)."""

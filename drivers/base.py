@@ -50,6 +50,9 @@ class IQBlock:
     seq: int
     source: str
     hop: int = 0
+    # the wall clock minus the monotonic one when the block arrived (`t` is on that wall clock): an
+    # alert on it knows how far the wall clock was stepped (by NTP) since (common/clock.py)
+    wall_minus_mono: float = field(default_factory=lambda: time.time() - time.monotonic())
 
 
 @dataclass

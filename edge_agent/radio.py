@@ -130,7 +130,7 @@ class RadioReceiver:
         e = f.emitter
         a = Alert(checkpoint=self.cfg.checkpoint_id, source=self.rx.id, kind=f.kind, score=float(f.score),
                   severity=f.severity, t=float(f.t or block.t), reason=f.reason,
-                  **clock.stamp(self.state.link.get("clock_measure")),
+                  **clock.stamp(self.state.link.get("clock_measure"), clock.reference_from(block.wall_minus_mono)),
                   location={"center_hz": float(e.center_hz), "bandwidth_hz": float(e.bandwidth_hz),
                             "power_dbfs": float(e.power_db), "snr_db": float(e.snr_db),
                             "class": e.cls, "licensed": e.licensed, "allocation": e.allocation})

@@ -82,7 +82,8 @@ secure_cookies = false
         def every() -> list[dict]:
             return dash.get("/api/alerts", params={"limit": 500}).json()
 
-        wait_for(lambda: len(every()) >= 3, 90, what="three alerts at central",
+        wait_for(lambda: {"rf", "xray"} <= {a["kind"].split(".")[0] for a in every()}, 90,
+                 what="X-ray and radio alerts at central",
                  on_timeout=lambda: f"agent log:\n{agent.text()[-3000:]}\ncentral log:\n{central.text()[-2000:]}")
         # the agent measures the offset at its first heartbeat: /metrics says it, and the box's own state
         off = wait_for(lambda: _metric(httpx.get(metrics, timeout=5).text, "zastava_clock_offset_seconds"), 10,
