@@ -66,18 +66,17 @@ def boot_id() -> str | None:
     return _boot_id
 
 
-def reference(wall: float | None = None, mono: float | None = None) -> dict:
-    """Where our wall clock stands against the monotonic one, now or at a moment both were read
-    (a frame's receipt). Two references of one boot tell how far the wall clock was stepped between
-    them: the difference of their `wall_minus_mono_s`."""
-    if wall is None or mono is None:
-        wall, mono = time.time(), time.monotonic()
+def reference() -> dict:
+    """Where our wall clock stands against the monotonic one now. Two references of one boot tell
+    how far the wall clock was stepped between them: the difference of their `wall_minus_mono_s`."""
+    wall, mono = time.time(), time.monotonic()
     return {"boot_id": boot_id(), "mono_s": round(mono, 6), "wall_minus_mono_s": round(wall - mono, 6)}
 
 
 def reference_from(wall_minus_mono: float) -> dict:
-    """The reference of a moment of this boot whose wall-minus-monotonic difference was kept (an IQ
-    block's arrival); its age is taken as nil, which the day's limit in `offset_at` allows."""
+    """The reference of a moment of this boot whose wall-minus-monotonic difference was kept (a
+    frame's or an IQ block's arrival, `drivers.base`); its age is taken as nil, which the day's
+    limit in `offset_at` allows."""
     return {"boot_id": boot_id(), "mono_s": round(time.monotonic(), 6), "wall_minus_mono_s": round(wall_minus_mono, 6)}
 
 

@@ -33,9 +33,9 @@ class XrayFrame:
     bag_id: str | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
     meta: dict = field(default_factory=dict)
-    # the monotonic clock when the frame was made, beside `t`: an alert on it knows how far the wall
-    # clock was stepped (by NTP) while the bag waited in the queue (common/clock.py)
-    mono: float = field(default_factory=time.monotonic)
+    # the wall clock minus the monotonic one when the frame was made: an alert on it knows how far
+    # the wall clock was stepped (by NTP) while the bag waited in the queue (common/clock.py)
+    wall_minus_mono: float = field(default_factory=lambda: time.time() - time.monotonic())
 
 
 @dataclass
