@@ -2,7 +2,8 @@
 
   zastava central --config central.toml                 run the hub (systemd Type=notify)
   zastava central send --config central.toml --kind watchlist --file wl.json --to CP-01,CP-02
-  zastava central status --config central.toml          checkpoints: last seen, backlog, skew
+  zastava central status --config central.toml          checkpoints: last seen, backlog, skew (a clock
+                                                        2 s or more off is named: CLOCK N days behind)
   zastava central archive --config central.toml --older-than-days 90 --to DIR [--gzip]
                                                         alerts + evidence older than N days -> CSV + DIR
 
@@ -81,6 +82,15 @@ def _send(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
+def _clock_warning(skew: float | None) -> str:
+    """A checkpoint clock 2 s or more off central's, said in words (its alerts are placed by central's
+    clock: central.store.central_time)."""
+    if skew is None or abs(skew) < 2:
+        return ""
+    size = f"{abs(skew) / 86400:.1f} days" if abs(skew) >= 172800 else f"{abs(skew):.0f} s"
+    return f"   CLOCK {size} {'behind' if skew > 0 else 'ahead of'} central"
+
+
 def _status(cfg) -> int:
     from central.store import open_store
 
@@ -91,7 +101,8 @@ def _status(cfg) -> int:
         for c in store.checkpoints():
             ago = f"{now - c.last_seen:.0f}s ago" if c.last_seen else "never"
             skew = f"{c.clock_skew_s:+.3f}" if c.clock_skew_s is not None else "-"
-            print(f"{c.id:<20} {ago:>10} {c.backlog if c.backlog is not None else '-':>8} {skew:>9} {c.alerts:>8}")
+            print(f"{c.id:<20} {ago:>10} {c.backlog if c.backlog is not None else '-':>8} {skew:>9} {c.alerts:>8}"
+                  + _clock_warning(c.clock_skew_s))
     finally:
         store.close()
     return 0

@@ -17,7 +17,7 @@ import pytest
 from common import clock, webauth
 from sync.keys import make_keypair
 from tests.agent_rig import Proc, agent_config, start_agent, start_sim
-from tests.conftest import free_port, shift_clock, wait_for
+from tests.conftest import free_port, run_zastava, shift_clock, wait_for
 
 BEHIND_S = 1095 * 86400  # three years
 
@@ -102,6 +102,9 @@ secure_cookies = false
         # the dashboard's checkpoint row says the clock is wrong
         cp = next(c for c in dash.get("/api/checkpoints").json() if c["id"] == "TEST-CP")
         assert cp["clock_skew_s"] == pytest.approx(BEHIND_S, abs=5)
+        r = run_zastava("central", "status", "--config", str(tmp_path / "central.toml"))  # and so does the CLI
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("TEST-CP"))
+        assert line.endswith("CLOCK 1095.0 days behind central"), line
 
         # NTP steps the clock right: alerts made after it carry (nearly) no offset and land the same way
         shift.write_text("0")
