@@ -58,6 +58,12 @@ def _backoff(base: float = 0.1, cap: float = 5.0):
         attempt = min(attempt + 1, 30)
 
 
+# How long the first sending after the agent starts waits for the link's first clock measurement
+# (the pong to the heartbeat sent with hello: one round trip), so that alerts made while the box's
+# clock was wrong go with the offset central places them by. A link that cannot answer in this
+# long sends without it.
+CLOCK_FIRST_WAIT_S = 3.0
+
 class Sender:
     def __init__(self, db_path: str | Path, checkpoint_id: str, endpoints: list[str], server_public_key: Path,
                  secret_key: Path, evidence_dir: Path, heartbeat_s: float = 2.0, batch: int = 200,
@@ -186,6 +192,7 @@ class Sender:
         data_version = None
         dirty = True  # outbox may have something new to send
         offset = rtt = None
+        clock_wait_until = 0.0
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(2))  # also how soon a new commit is noticed
@@ -198,6 +205,10 @@ class Sender:
                             self._send(sock, "hello", {"checkpoint": self.checkpoint_id, "proto": wire.PROTOCOL_VERSION,
                                                        "software": SOFTWARE, "t": time.time()})
                             next_send, dirty, next_hb = 0.0, True, 0.0
+                            if self._state["clock_measure"] is None:  # the first link since we started:
+                                # the heartbeat's pong, one round trip away, measures central's clock,
+                                # and the alerts waiting go with their offset (common/clock.py)
+                                clock_wait_until = now + CLOCK_FIRST_WAIT_S
                 if sock in events:
                     acked: list[str] = []
                     for _ in range(1000):
@@ -228,6 +239,7 @@ class Sender:
                             # alerts made later can carry it over a step of our clock (common/clock.py)
                             self._set(clock_skew_s=round(offset, 6), rtt_s=round(rtt, 6),
                                       clock_measure=clock.link_measure(offset, rtt))
+                            clock_wait_until, dirty = 0.0, True
                         elif m.type == "downlink":
                             self._downlink(db, sock, m.body)
                         else:
@@ -260,7 +272,7 @@ class Sender:
                 dv = db.execute("PRAGMA data_version").fetchone()[0]
                 if dv != data_version:
                     data_version, dirty = dv, True
-                if dirty and now >= next_send and len(inflight) < self.batch:
+                if dirty and now >= max(next_send, clock_wait_until) and len(inflight) < self.batch:
                     sent, blocked = self._refill(db, sock, inflight, hold)
                     dirty = blocked or sent > 0
                     if blocked:
