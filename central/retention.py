@@ -79,7 +79,7 @@ class _Side:
         # by name, not isinstance: importing central.store_pg would need psycopg (an optional extra)
         # on an SQLite-only central
         self.pg = type(store).__name__ == "PostgresStore"
-        self.p = "%s" if self.pg else "?"
+        self.p = store.MARK  # type: ignore[attr-defined]
 
     def _in(self, col: str, values: list[str]) -> tuple[str, list]:
         if self.pg:

@@ -137,21 +137,16 @@ def check_downlink(kind: str, doc: dict, targets: list[str]) -> str:
 class HubReads:
     """The reads the hub and the dashboard make, written once for both stores. Their SQL is the
     same on SQLite and PostgreSQL but for the parameter mark, so it is written with `?` and `_read`
-    gives each driver the mark it wants (psycopg's is `%s`). Rows come back as dicts."""
+    gives each driver the mark it wants (psycopg's is `%s`). Each store brings `_query(sql, args)`,
+    returning rows as dicts, and `update_checkpoints`."""
 
     MARK = "?"
 
-    def _query(self, sql: str, args: list | tuple = ()) -> list[dict]:
-        raise NotImplementedError
-
     def _read(self, sql: str, args: list | tuple = ()) -> list[dict]:
-        return self._query(sql if self.MARK == "?" else sql.replace("?", self.MARK), args)
-
-    def update_checkpoints(self, t: float, updates: dict[str, dict]) -> None:
-        raise NotImplementedError
+        return self._query(sql if self.MARK == "?" else sql.replace("?", self.MARK), args)  # type: ignore[attr-defined]
 
     def seen(self, checkpoint: str, t: float, **fields: object) -> None:
-        self.update_checkpoints(t, {checkpoint: fields})
+        self.update_checkpoints(t, {checkpoint: fields})  # type: ignore[attr-defined]
 
     # --- downlink ---------------------------------------------------------------------------------
     def pending_downlinks(self, checkpoint: str) -> list[Downlink]:
@@ -231,6 +226,7 @@ class HubReads:
         a["decisions"] = self._read("SELECT * FROM decisions WHERE alert_uuid = ? ORDER BY created", (uuid,))
         for d in a["decisions"]:
             d["data"] = json.loads(d["data"])
+            d["t"] = central_time(d["data"])  # the officer's moment on central's clock, as for alerts
         return a
 
     def count_alerts(self) -> int:

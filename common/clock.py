@@ -66,11 +66,15 @@ def boot_id() -> str | None:
     return _boot_id
 
 
+def wall_minus_mono() -> float:
+    """Our wall clock minus the monotonic one now: a step of the wall clock changes it by the step."""
+    return time.time() - time.monotonic()
+
+
 def reference() -> dict:
     """Where our wall clock stands against the monotonic one now. Two references of one boot tell
     how far the wall clock was stepped between them: the difference of their `wall_minus_mono_s`."""
-    wall, mono = time.time(), time.monotonic()
-    return {"boot_id": boot_id(), "mono_s": round(mono, 6), "wall_minus_mono_s": round(wall - mono, 6)}
+    return reference_from(wall_minus_mono())
 
 
 def reference_from(wall_minus_mono: float) -> dict:

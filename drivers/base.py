@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from common import clock
+
 # X-ray pixel convention: 16-bit transmission, 65535 = open beam (air), 0 = opaque.
 XRAY_WHITE = 65535
 
@@ -35,7 +37,7 @@ class XrayFrame:
     meta: dict = field(default_factory=dict)
     # the wall clock minus the monotonic one when the frame was made: an alert on it knows how far
     # the wall clock was stepped (by NTP) while the bag waited in the queue (common/clock.py)
-    wall_minus_mono: float = field(default_factory=lambda: time.time() - time.monotonic())
+    wall_minus_mono: float = field(default_factory=clock.wall_minus_mono)
 
 
 @dataclass
@@ -52,7 +54,7 @@ class IQBlock:
     hop: int = 0
     # the wall clock minus the monotonic one when the block arrived (`t` is on that wall clock): an
     # alert on it knows how far the wall clock was stepped (by NTP) since (common/clock.py)
-    wall_minus_mono: float = field(default_factory=lambda: time.time() - time.monotonic())
+    wall_minus_mono: float = field(default_factory=clock.wall_minus_mono)
 
 
 @dataclass

@@ -275,7 +275,8 @@ class XrayLane:
         risk = self.fusion.risk_for(frame.t)
         fkey = frame_key(frame) if findings else ""  # a pixel digest: only where there is something to key
         alerts: list[Alert] = []
-        clock_fields = clock.stamp(self.state.link.get("clock_measure"), clock.reference_from(frame.wall_minus_mono))
+        clock_fields = (clock.stamp(self.state.link.get("clock_measure"), clock.reference_from(frame.wall_minus_mono))
+                        if findings else {})
         for f in findings:
             severity = CLASS_SEVERITY.get(f.cls, "medium")
             reason = f"{f.cls} ({f.material}, score {f.score:.2f})"

@@ -19,11 +19,6 @@ function clockText(skew) {  // skew: central minus the checkpoint's clock
   return `${span(skew)} ${skew > 0 ? "behind" : "ahead of"} central`;
 }
 
-function centralTime(d) {  // as central/store.py's central_time places alerts
-  const off = d.clock_offset_s;
-  return off !== null && off !== undefined && Math.abs(off) >= 1 ? d.t + off : d.t;
-}
-
 function edgeClock(d) {
   const off = d.clock_offset_s;
   const wrong = off !== null && off !== undefined && Math.abs(off) >= CLOCK_WRONG_S ? `, ${clockText(off)}` : "";
@@ -121,7 +116,7 @@ async function select(uuid) {
     : e.mime.startsWith("image/") ? Z.el("img", {class: "evidence", src: "/files/" + e.path, alt: e.name})
     : Z.el("p", {}, Z.el("a", {href: "/files/" + e.path, download: e.name}, `${e.name} (${(e.size / 1024).toFixed(0)} kB)`)));
   const decs = (a.decisions || []).map((x) => Z.el("div", {class: "decision"},
-    Z.el("b", {}, decisionText(x.data)), Z.el("div", {class: "muted"}, Z.datetime(centralTime(x.data)) + (x.data.note ? " — " + x.data.note : ""))));
+    Z.el("b", {}, decisionText(x.data)), Z.el("div", {class: "muted"}, Z.datetime(x.t) + (x.data.note ? " — " + x.data.note : ""))));
   $("detail").replaceChildren(...[
     Z.el("h2", {}, a.kind, " ", Z.el("span", {class: "sev " + a.severity}, a.severity)),
     Z.el("div", {class: "kv"}, Z.el("span", {}, "Checkpoint"), Z.el("b", {}, `${a.checkpoint} · ${a.source}${d.bag_id ? " · bag " + d.bag_id : ""}`)),
